@@ -1,0 +1,174 @@
+//! Builds client request frames byte by byte: for the demo, the benchmarks and
+//! the tests (which bend them into every malformed shape).
+
+use std::net::Ipv4Addr;
+
+use crate::reply::{checksum, DHCPDISCOVER, DHCPREQUEST, MAGIC_COOKIE};
+
+/// A DHCP request as a client (or relay) puts it on the wire.
+#[derive(Debug, Clone)]
+pub struct RequestFrame {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    /// 802.1Q tags (VLAN ids), outermost first.
+    pub vlans: Vec<u16>,
+    pub ip_src: Ipv4Addr,
+    pub ip_dst: Ipv4Addr,
+    /// IPv4 options (padded to a multiple of 4 by the caller).
+    pub ip_options: Vec<u8>,
+    pub udp_src: u16,
+    pub op: u8,
+    pub htype: u8,
+    pub hlen: u8,
+    pub hops: u8,
+    pub xid: [u8; 4],
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub chaddr: [u8; 6],
+    pub cookie: [u8; 4],
+    /// Options in order, without END.
+    pub options: Vec<(u8, Vec<u8>)>,
+    /// Append END (255).
+    pub end: bool,
+    /// Pad the BOOTP message with zeros to this length (dhclient sends 300).
+    pub pad_to: usize,
+}
+
+impl RequestFrame {
+    /// A broadcast DHCPDISCOVER from `mac`.
+    pub fn discover(mac: [u8; 6]) -> Self {
+        Self {
+            eth_dst: [0xff; 6],
+            eth_src: mac,
+            vlans: Vec::new(),
+            ip_src: Ipv4Addr::UNSPECIFIED,
+            ip_dst: Ipv4Addr::BROADCAST,
+            ip_options: Vec::new(),
+            udp_src: 68,
+            op: 1,
+            htype: 1,
+            hlen: 6,
+            hops: 0,
+            xid: [0x12, 0x34, 0x56, 0x78],
+            flags: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr: mac,
+            cookie: MAGIC_COOKIE,
+            options: vec![(53, vec![DHCPDISCOVER]), (55, vec![1, 3, 6, 15, 26, 121])],
+            end: true,
+            pad_to: 300,
+        }
+    }
+
+    /// A SELECTING DHCPREQUEST for `ip` from server `server`.
+    pub fn request(mac: [u8; 6], ip: Ipv4Addr, server: Ipv4Addr) -> Self {
+        let mut f = Self::discover(mac);
+        f.options = vec![
+            (53, vec![DHCPREQUEST]),
+            (54, server.octets().to_vec()),
+            (50, ip.octets().to_vec()),
+            (55, vec![1, 3, 6, 15, 26, 121]),
+        ];
+        f
+    }
+
+    /// Sets message type `t` (option 53), keeping the other options.
+    pub fn with_type(mut self, t: u8) -> Self {
+        for (code, value) in &mut self.options {
+            if *code == 53 {
+                *value = vec![t];
+            }
+        }
+        self
+    }
+
+    /// Appends option `code`.
+    pub fn with_option(mut self, code: u8, value: &[u8]) -> Self {
+        self.options.push((code, value.to_vec()));
+        self
+    }
+
+    /// Removes every option `code`.
+    pub fn without_option(mut self, code: u8) -> Self {
+        self.options.retain(|(c, _)| *c != code);
+        self
+    }
+
+    /// Length of the L2 header (Ethernet and VLAN tags).
+    pub fn l2_len(&self) -> usize {
+        14 + 4 * self.vlans.len()
+    }
+
+    /// Offset of the BOOTP message in the frame.
+    pub fn bootp_offset(&self) -> usize {
+        self.l2_len() + 20 + self.ip_options.len() + 8
+    }
+
+    /// The BOOTP message (UDP payload).
+    pub fn bootp(&self) -> Vec<u8> {
+        let mut p = vec![self.op, self.htype, self.hlen, self.hops];
+        p.extend_from_slice(&self.xid);
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&self.flags.to_be_bytes());
+        p.extend_from_slice(&self.ciaddr.octets());
+        p.extend_from_slice(&[0; 8]); // yiaddr, siaddr
+        p.extend_from_slice(&self.giaddr.octets());
+        p.extend_from_slice(&self.chaddr);
+        p.resize(236, 0);
+        p.extend_from_slice(&self.cookie);
+        for (code, value) in &self.options {
+            p.push(*code);
+            p.push(value.len() as u8);
+            p.extend_from_slice(value);
+        }
+        if self.end {
+            p.push(255);
+        }
+        if p.len() < self.pad_to {
+            p.resize(self.pad_to, 0);
+        }
+        p
+    }
+
+    /// The whole frame, with correct lengths and checksums.
+    pub fn bytes(&self) -> Vec<u8> {
+        let body = self.bootp();
+        let mut f = Vec::with_capacity(64 + body.len());
+        f.extend_from_slice(&self.eth_dst);
+        f.extend_from_slice(&self.eth_src);
+        for vid in &self.vlans {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let ihl = 20 + self.ip_options.len();
+        let udp_len = 8 + body.len();
+        let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
+        ip.extend_from_slice(&((ihl + udp_len) as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+        ip.extend_from_slice(&self.ip_src.octets());
+        ip.extend_from_slice(&self.ip_dst.octets());
+        ip.extend_from_slice(&self.ip_options);
+        let c = checksum(&[&ip]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut udp = Vec::with_capacity(8);
+        udp.extend_from_slice(&self.udp_src.to_be_bytes());
+        udp.extend_from_slice(&67u16.to_be_bytes());
+        udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        let pseudo = [
+            &self.ip_src.octets()[..],
+            &self.ip_dst.octets(),
+            &[0, 17],
+            &(udp_len as u16).to_be_bytes(),
+        ]
+        .concat();
+        let c = checksum(&[&pseudo, &udp, &[0, 0], &body]);
+        udp.extend_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&udp);
+        f.extend_from_slice(&body);
+        f
+    }
+}

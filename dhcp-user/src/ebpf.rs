@@ -1,0 +1,167 @@
+//! The embedded XDP object: one program instance per network, attached to that
+//! network's DHCP device.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{HashMap, Map, MapData, PerCpuArray, ProgramArray},
+    programs::{links::FdLink, xdp::XdpLinkId, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use dhcp_ebpf::{
+    map_name, stat, AckRecord, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, FAST_PROGRAM,
+    NET_ID_GLOBAL,
+};
+
+/// The XDP object built by `cargo xtask build-ebpf` (checked fresh by build.rs).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
+
+/// The loaded fast path: every map pinned under `pin_dir`, `xdhcp_fast`
+/// loaded once and installed in the tail-call table.
+pub struct FastPath {
+    pub pin_dir: PathBuf,
+    ebpf: Ebpf,
+}
+
+impl FastPath {
+    /// Loads and verifies the fast path, creating or reopening the pinned maps
+    /// in `pin_dir` (a bpffs directory), and makes it the tail-call target.
+    pub fn load(pin_dir: &Path) -> Result<Self> {
+        let mut ebpf = loader(pin_dir)
+            .load(OBJECT)
+            .context("loading the XDP object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(FAST_PROGRAM)
+            .ok_or_else(|| anyhow!("the XDP object has no program {FAST_PROGRAM}"))?
+            .try_into()?;
+        prog.load()
+            .context("verifying the fast path (xdhcp_fast)")?;
+        let fd = prog.fd()?.try_clone()?;
+        let mut jump = ProgramArray::try_from(
+            ebpf.map_mut(map_name::JUMP)
+                .ok_or_else(|| anyhow!("the XDP object has no map {}", map_name::JUMP))?,
+        )?;
+        jump.set(0, &fd, 0)
+            .context("installing the fast path in JUMP")?;
+        Ok(Self {
+            pin_dir: pin_dir.to_path_buf(),
+            ebpf,
+        })
+    }
+
+    /// The fast path program itself.
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        program(&mut self.ebpf, FAST_PROGRAM)
+    }
+
+    /// Loads the entry program of network `net` (sharing the pinned maps).
+    pub fn entry(&self, net: u32) -> Result<Ebpf> {
+        let mut ebpf = loader(&self.pin_dir);
+        ebpf.override_global(NET_ID_GLOBAL, &net, true);
+        let mut ebpf = ebpf
+            .load(OBJECT)
+            .with_context(|| format!("loading the XDP object for network {net}"))?;
+        program(&mut ebpf, ENTRY_PROGRAM)?
+            .load()
+            .with_context(|| format!("verifying the entry program for network {net}"))?;
+        Ok(ebpf)
+    }
+
+    /// Typed handles on the shared maps (opened from their pins).
+    pub fn maps(&self) -> Result<Maps> {
+        Maps::open(&self.pin_dir)
+    }
+}
+
+fn loader(pin_dir: &Path) -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    for name in map_name::ALL {
+        loader.map_pin_path(name, pin_dir.join(name));
+    }
+    loader
+}
+
+/// A program of a loaded object.
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("the XDP object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not an XDP program"))
+}
+
+/// How a program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+/// Attaches in native mode, falling back to generic mode with a log line.
+pub fn attach(prog: &mut Xdp, ifname: &str) -> Result<(XdpLinkId, AttachMode)> {
+    match prog.attach(ifname, XdpMode::Driver) {
+        Ok(id) => Ok((id, AttachMode::Native)),
+        Err(native) => {
+            tracing::warn!(
+                device = ifname,
+                error = %native,
+                "native XDP attach failed; falling back to generic (skb) mode"
+            );
+            let id = prog
+                .attach(ifname, XdpMode::Skb)
+                .with_context(|| format!("attaching XDP to {ifname} (native: {native})"))?;
+            Ok((id, AttachMode::Generic))
+        }
+    }
+}
+
+/// Turns an attachment into a link that outlives this process once pinned.
+pub fn take_link(prog: &mut Xdp, id: XdpLinkId) -> Result<FdLink> {
+    let link = prog.take_link(id).context("taking the XDP link")?;
+    FdLink::try_from(link).map_err(|e| anyhow!("the XDP attachment is not a bpf_link: {e}"))
+}
+
+/// Instructions the verifier processed for this program.
+pub fn verified_insns(prog: &Xdp) -> Result<u32> {
+    prog.info()
+        .context("reading program info")?
+        .verified_instruction_count()
+        .ok_or_else(|| anyhow!("the kernel does not report verified instruction counts"))
+}
+
+/// Typed handles on the shared maps.
+pub struct Maps {
+    pub leases: HashMap<MapData, ClientKey, Lease>,
+    pub opts: HashMap<MapData, u32, OptsBlob>,
+    pub nets: HashMap<MapData, u32, NetConfig>,
+    pub acks: HashMap<MapData, ClientKey, AckRecord>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    /// Opens the maps pinned in `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        let open = |name: &str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path)
+                .with_context(|| format!("opening pinned map {}", path.display()))
+        };
+        Ok(Self {
+            leases: HashMap::try_from(Map::HashMap(open(map_name::LEASES)?))?,
+            opts: HashMap::try_from(Map::HashMap(open(map_name::OPTS)?))?,
+            nets: HashMap::try_from(Map::HashMap(open(map_name::NETS)?))?,
+            acks: HashMap::try_from(Map::LruHashMap(open(map_name::ACKS)?))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open(map_name::STATS)?))?,
+        })
+    }
+
+    /// The counters summed over CPUs, by `stat` index.
+    pub fn counters(&self) -> Result<[u64; stat::COUNT as usize]> {
+        let mut out = [0u64; stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = self.stats.get(&(i as u32), 0).context("reading STATS")?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}

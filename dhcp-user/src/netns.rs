@@ -1,0 +1,89 @@
+//! Network namespaces: entering one on the current thread, and throwaway ones.
+
+use std::{fs::File, os::fd::AsFd, process::Command};
+
+use anyhow::{bail, Context, Result};
+use nix::sched::{setns, CloneFlags};
+
+/// While alive, the current thread is in another network namespace; dropping
+/// it returns the thread to the namespace it came from.
+pub struct Entered {
+    home: File,
+}
+
+/// Moves the current thread into the named namespace (`/run/netns/NAME`).
+pub fn enter(name: &str) -> Result<Entered> {
+    let home = File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
+    let target = File::open(format!("/run/netns/{name}"))
+        .with_context(|| format!("network namespace {name} does not exist"))?;
+    setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {name}"))?;
+    Ok(Entered { home })
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.home.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // Carrying on in the wrong namespace would act on the wrong devices.
+            panic!("cannot return to the original network namespace: {e}");
+        }
+    }
+}
+
+/// A network namespace that is deleted, with everything in it, when dropped.
+pub struct TempNs {
+    pub name: String,
+}
+
+impl TempNs {
+    /// Creates `PREFIX-<pid>-<n>` (unique across parallel runs) with lo up.
+    pub fn new(prefix: &str) -> Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs `ip -n NAME ARGS…`.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Enters the namespace on this thread.
+    pub fn enter(&self) -> Result<Entered> {
+        enter(&self.name)
+    }
+}
+
+impl Drop for TempNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs `ip ARGS…`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! `cargo xtask`: set-up, eBPF build, tests, demo and benchmarks of xdhcp.
+//!
+//! Set-up is part of the commands: the first command that needs a tool installs
+//! it (Debian packages, bpf-linker built against LLVM 22), says so, and is quiet
+//! when everything is present.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+include!("../../dhcp-ebpf/source_hash.rs");
+
+#[derive(Parser)]
+#[command(about = "Build, test, demo and benchmark xdhcp")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (Debian packages, bpf-linker).
+    Setup,
+    /// Build the XDP object (release, with BTF) into target/ebpf.
+    BuildEbpf,
+    /// Build the eBPF object and the xdhcp binary (release).
+    Build,
+    /// The demo: build, then run `xdhcp demo` (needs root).
+    Demo,
+    /// Benchmarks: nanoseconds per fast-path reply through BPF_PROG_TEST_RUN (needs root).
+    Bench,
+    /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure(setup::Need::Everything),
+        Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Build => {
+            build_ebpf()?;
+            cargo(&["build", "--release", "-p", "dhcp-user"])
+        }
+        Cmd::Demo => {
+            setup::ensure(setup::Need::Everything)?;
+            build_ebpf()?;
+            cargo(&[
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "dhcp-user",
+                "--bin",
+                "xdhcp",
+                "--",
+                "demo",
+            ])
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Bench => {
+            setup::ensure(setup::Need::Everything)?;
+            build_ebpf()?;
+            cargo(&[
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "xdhcp-tests",
+                "--bin",
+                "bench",
+            ])
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where `build-ebpf` leaves the object; dhcp-user's build.rs reads it from here.
+fn ebpf_object() -> PathBuf {
+    workspace().join("target/ebpf/bpfel-unknown-none/release/dhcp-ebpf")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs the rustup cargo (the one running xtask) in the workspace.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).args(args).current_dir(workspace()))
+}
+
+fn build_ebpf() -> Result<()> {
+    setup::ensure(setup::Need::EbpfBuild)?;
+    let ws = workspace();
+    // Hash before building: an edit made during the build makes the stamp stale.
+    let hash = ebpf_source_hash(&ws.join("dhcp-ebpf")).context("hashing dhcp-ebpf sources")?;
+    // Debian's rustc-web ships the core source that -Z build-std needs; the
+    // rustup toolchains here have none. bpf-linker links with BTF.
+    let mut cmd = Command::new("/usr/bin/cargo");
+    cmd.current_dir(&ws)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC_WRAPPER")
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", ws.join("target/ebpf"))
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env("PATH", setup::path_with_cargo_bin())
+        .args([
+            "build",
+            "--quiet",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+            "-p",
+            "dhcp-ebpf",
+            "--bin",
+            "dhcp-ebpf",
+        ]);
+    run(&mut cmd).context("building the XDP object")?;
+    let object = ebpf_object();
+    if !object.exists() {
+        bail!(
+            "the eBPF build succeeded but left no object at {}",
+            object.display()
+        );
+    }
+    std::fs::write(object.with_extension("srchash"), format!("{hash:016x}\n"))
+        .context("writing the object's source stamp")?;
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup::ensure(setup::Need::Everything)?;
+    build_ebpf()?;
+    cargo(&["fmt", "--all", "--check"])
+        .context("`cargo fmt --all --check`: run `cargo fmt --all`")?;
+    cargo(&["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])?;
+    let mut totals = Totals::default();
+    let mut args = vec!["test", "--release"];
+    args.extend(extra.iter().map(String::as_str));
+    // The shared map types' host tests (the crate's binary is eBPF-only).
+    if extra.is_empty() {
+        cargo_test(
+            &["test", "--release", "-p", "dhcp-ebpf", "--lib"],
+            &mut totals,
+        )?;
+    }
+    let result = cargo_test(&args, &mut totals);
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    result
+}
+
+/// Test counts summed over every `test result:` line cargo printed.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test …`, echoing its output and adding up its results.
+fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0u64)
+            };
+            totals.passed += count("passed");
+            totals.failed += count("failed");
+            totals.ignored += count("ignored");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
