@@ -41,6 +41,9 @@ pub mod verdict {
 pub const ENTRY_PROGRAM: &str = "xdhcp";
 /// The fast path: loaded once, entered by tail call from every entry.
 pub const FAST_PROGRAM: &str = "xdhcp_fast";
+/// XDP_PASS for everything: for the veth peer of a fast-path device (veth
+/// delivers XDP_TX frames only to a peer that runs XDP).
+pub const PASS_PROGRAM: &str = "xdhcp_pass";
 /// Name of the load-time global that tells an entry instance its network.
 pub const NET_ID_GLOBAL: &str = "NET_ID";
 

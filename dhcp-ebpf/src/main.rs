@@ -16,8 +16,8 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
     btf_maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
     helpers::generated::{
-        bpf_csum_diff, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_xdp_adjust_meta,
-        bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_csum_diff, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -138,6 +138,13 @@ pub fn xdhcp_fast(ctx: XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Passes every frame. Attached to the peer of a veth whose other end runs
+/// the fast path: veth hands XDP_TX frames only to a peer that runs XDP.
+#[xdp]
+pub fn xdhcp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 /// The network id the entry program put in front of the frame.
@@ -716,17 +723,31 @@ fn emit(
     // otherwise fold this subtraction into.
     let old_len = core::hint::black_box(ctx.data_end() - ctx.data()) as i32;
     let new_len = (l3 + ip_len) as i32;
-    // SAFETY: the helper checks the frame's room itself.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len - old_len) } != 0 {
+    let delta = new_len - old_len;
+    // The L2 header (addresses, VLAN tags, ethertype) survives a move of the
+    // frame's start; keep a copy.
+    let l2: [u8; ETH_HLEN + 8] = bytes_at(ctx, 0, stat::PASS_MALFORMED)?;
+    // Grow at the tail; where the tail has no room (a small skb on veth),
+    // grow into the headroom instead; shrinking always works at the tail.
+    // SAFETY: both helpers check the frame's room themselves.
+    let resized = unsafe {
+        delta <= 0 && bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
+            || delta > 0
+                && (bpf_xdp_adjust_tail(ctx.ctx, delta) == 0
+                    || bpf_xdp_adjust_head(ctx.ctx, -delta) == 0)
+    };
+    if !resized {
         return Err(stat::PASS_TOO_BIG);
     }
     let start = ctx.data();
-    if start + l3 + 28 > ctx.data_end() {
+    let write_end = core::hint::black_box(start + ETH_HLEN + 8 + 28);
+    if write_end > ctx.data_end() {
         return Err(stat::PASS_TOO_BIG);
     }
-    // SAFETY: [start, start + l3 + 28) was checked above.
+    // SAFETY: [start, start + 50) was checked above and l3 ≤ 22.
     unsafe {
         let p = start as *mut u8;
+        put(p, 0, &l2);
         put(p, 0, &dst_mac);
         put(p, 6, &cfg.server_mac);
         put(p, l3, &ip);
@@ -768,7 +789,15 @@ fn record_ack(key: &ClientKey, lease: &Lease) {
         acked_ns: now,
         expires_ns,
     };
-    let _ = ACKS.insert(key, record, 0);
+    // A renewal rewrites the record in place: no LRU allocation on the hot path.
+    match ACKS.get_ptr_mut(key) {
+        // SAFETY: a map value of the right type; a racing ACK for the same
+        // client writes the same fields.
+        Some(slot) => unsafe { slot.write(record) },
+        None => {
+            let _ = ACKS.insert(key, record, 0);
+        }
+    }
 }
 
 #[cfg(not(test))]

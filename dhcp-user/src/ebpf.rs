@@ -11,7 +11,7 @@ use aya::{
 };
 use dhcp_ebpf::{
     map_name, stat, AckRecord, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, FAST_PROGRAM,
-    NET_ID_GLOBAL,
+    NET_ID_GLOBAL, PASS_PROGRAM,
 };
 
 /// The XDP object built by `cargo xtask build-ebpf` (checked fresh by build.rs).
@@ -44,10 +44,18 @@ impl FastPath {
         )?;
         jump.set(0, &fd, 0)
             .context("installing the fast path in JUMP")?;
+        program(&mut ebpf, PASS_PROGRAM)?
+            .load()
+            .context("verifying xdhcp_pass")?;
         Ok(Self {
             pin_dir: pin_dir.to_path_buf(),
             ebpf,
         })
+    }
+
+    /// The pass-everything program, for veth peers of fast-path devices.
+    pub fn pass_program(&mut self) -> Result<&mut Xdp> {
+        program(&mut self.ebpf, PASS_PROGRAM)
     }
 
     /// The fast path program itself.

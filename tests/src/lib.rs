@@ -219,3 +219,126 @@ pub fn verdict_name(v: u32) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// An AF_PACKET socket on one device: sends and receives whole frames.
+pub struct RawSocket {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl RawSocket {
+    /// Binds to `ifname` in the current thread's network namespace.
+    pub fn bind(ifname: &str) -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        let c_name = std::ffi::CString::new(ifname)?;
+        // SAFETY: plain libc calls; every result is checked.
+        unsafe {
+            let ifindex = libc::if_nametoindex(c_name.as_ptr());
+            anyhow::ensure!(ifindex != 0, "no device {ifname}");
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+            anyhow::ensure!(
+                fd >= 0,
+                "socket(AF_PACKET): {}",
+                std::io::Error::last_os_error()
+            );
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = proto;
+            addr.sll_ifindex = ifindex as i32;
+            let rc = libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            anyhow::ensure!(
+                rc == 0,
+                "bind to {ifname}: {}",
+                std::io::Error::last_os_error()
+            );
+            Ok(Self { fd })
+        }
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        anyhow::ensure!(
+            n == frame.len() as isize,
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+
+    /// The first frame for which `want` holds, within `timeout`.
+    pub fn recv_matching(
+        &self,
+        timeout: std::time::Duration,
+        want: impl Fn(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+            if ready <= 0 {
+                continue;
+            }
+            // SAFETY: the buffer is valid for its length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 && want(&buf[..n as usize]) {
+                return Some(buf[..n as usize].to_vec());
+            }
+        }
+    }
+}
+
+/// Is `frame` an untagged IPv4/UDP frame to port 68 carrying a DHCP message
+/// with transaction id `xid`?
+pub fn is_dhcp_reply(frame: &[u8], xid: [u8; 4]) -> bool {
+    if frame.len() < 14 + 20 + 8 + 240 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 {
+        return false;
+    }
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let udp = 14 + ihl;
+    frame.len() > udp + 12
+        && frame[udp + 2..udp + 4] == [0, 68]
+        && frame[udp + 8] == 2
+        && frame[udp + 12..udp + 16] == xid
+}
+
+/// yiaddr of a reply frame (untagged, any IHL).
+pub fn yiaddr(frame: &[u8]) -> Ipv4Addr {
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let b = 14 + ihl + 8 + 16;
+    Ipv4Addr::new(frame[b], frame[b + 1], frame[b + 2], frame[b + 3])
+}
+
+/// A veth pair inside `ns`: `tap` (the DHCP side) and `vm`, both up.
+pub fn veth_pair(ns: &xdhcp::netns::TempNs, tap: &str, vm: &str) -> Result<()> {
+    ns.ip(&["link", "add", tap, "type", "veth", "peer", "name", vm])?;
+    ns.ip(&["link", "set", tap, "up"])?;
+    ns.ip(&["link", "set", vm, "up"])?;
+    Ok(())
+}
+
+/// The ifindex of `dev` in namespace `ns`.
+pub fn ifindex(ns: &xdhcp::netns::TempNs, dev: &str) -> Result<u32> {
+    let _inside = ns.enter()?;
+    let name = std::ffi::CString::new(dev)?;
+    // SAFETY: a valid C string; if_nametoindex asks the current netns.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    anyhow::ensure!(index != 0, "no device {dev} in {}", ns.name);
+    Ok(index)
+}

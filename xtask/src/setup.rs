@@ -26,7 +26,7 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the tests, the demo and operators use.
-const RUN_PACKAGES: &[&str] = &["iproute2", "bpftool", "procps"];
+const RUN_PACKAGES: &[&str] = &["iproute2", "bpftool", "procps", "ethtool"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
