@@ -9,6 +9,7 @@ use aya::{
     programs::{links::FdLink, xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
+use aya_obj::programs::XdpAttachType;
 use dhcp_ebpf::{
     map_name, stat, AckRecord, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, FAST_PROGRAM,
     NET_ID_GLOBAL, PASS_PROGRAM,
@@ -18,49 +19,100 @@ use dhcp_ebpf::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
 
 /// The loaded fast path: every map pinned under `pin_dir`, `xdhcp_fast`
-/// loaded once and installed in the tail-call table.
+/// (installed in the tail-call table) and `xdhcp_pass` pinned there too, as
+/// `fast-<object hash>` and `pass-<object hash>`.
 pub struct FastPath {
     pub pin_dir: PathBuf,
-    ebpf: Ebpf,
+    fast: Xdp,
+    pass: Xdp,
+}
+
+/// A short hash of the embedded object: pinned programs of another build are
+/// not adopted.
+pub fn object_hash() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in OBJECT {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl FastPath {
     /// Loads and verifies the fast path, creating or reopening the pinned maps
-    /// in `pin_dir` (a bpffs directory), and makes it the tail-call target.
+    /// in `pin_dir` (a bpffs directory), makes it the tail-call target and
+    /// pins the programs.
     pub fn load(pin_dir: &Path) -> Result<Self> {
+        let (fast_pin, pass_pin) = Self::program_pins(pin_dir);
         let mut ebpf = loader(pin_dir)
             .load(OBJECT)
             .context("loading the XDP object")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(FAST_PROGRAM)
-            .ok_or_else(|| anyhow!("the XDP object has no program {FAST_PROGRAM}"))?
-            .try_into()?;
-        prog.load()
-            .context("verifying the fast path (xdhcp_fast)")?;
-        let fd = prog.fd()?.try_clone()?;
-        let mut jump = ProgramArray::try_from(
-            ebpf.map_mut(map_name::JUMP)
-                .ok_or_else(|| anyhow!("the XDP object has no map {}", map_name::JUMP))?,
-        )?;
-        jump.set(0, &fd, 0)
-            .context("installing the fast path in JUMP")?;
-        program(&mut ebpf, PASS_PROGRAM)?
-            .load()
-            .context("verifying xdhcp_pass")?;
+        for (name, pin) in [(FAST_PROGRAM, &fast_pin), (PASS_PROGRAM, &pass_pin)] {
+            let prog = program(&mut ebpf, name)?;
+            prog.load().with_context(|| format!("verifying {name}"))?;
+            let _ = std::fs::remove_file(pin);
+            prog.pin(pin)
+                .with_context(|| format!("pinning {name} at {}", pin.display()))?;
+        }
+        drop(ebpf);
+        let fast = Self::adopt(pin_dir)?;
+        fast.install()?;
+        Ok(fast)
+    }
+
+    /// Adopts the pinned programs of this build when they exist (a restart:
+    /// nothing is loaded twice), else loads them; says which.
+    pub fn open(pin_dir: &Path) -> Result<(Self, bool)> {
+        let (fast_pin, pass_pin) = Self::program_pins(pin_dir);
+        if fast_pin.exists() && pass_pin.exists() {
+            let fast = Self::adopt(pin_dir)?;
+            fast.install()?;
+            return Ok((fast, true));
+        }
+        Ok((Self::load(pin_dir)?, false))
+    }
+
+    fn program_pins(pin_dir: &Path) -> (PathBuf, PathBuf) {
+        let hash = object_hash();
+        (
+            pin_dir.join(format!("fast-{hash}")),
+            pin_dir.join(format!("pass-{hash}")),
+        )
+    }
+
+    fn adopt(pin_dir: &Path) -> Result<Self> {
+        let (fast_pin, pass_pin) = Self::program_pins(pin_dir);
+        let open = |pin: &Path| {
+            Xdp::from_pin(pin, XdpAttachType::Interface)
+                .with_context(|| format!("opening pinned program {}", pin.display()))
+        };
         Ok(Self {
             pin_dir: pin_dir.to_path_buf(),
-            ebpf,
+            fast: open(&fast_pin)?,
+            pass: open(&pass_pin)?,
         })
+    }
+
+    /// Points every entry's tail call at this fast path.
+    fn install(&self) -> Result<()> {
+        let path = self.pin_dir.join(map_name::JUMP);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut jump = ProgramArray::try_from(Map::ProgramArray(data))?;
+        let fd = self.fast.fd()?.try_clone()?;
+        jump.set(0, &fd, 0)
+            .context("installing the fast path in JUMP")?;
+        Ok(())
     }
 
     /// The pass-everything program, for veth peers of fast-path devices.
     pub fn pass_program(&mut self) -> Result<&mut Xdp> {
-        program(&mut self.ebpf, PASS_PROGRAM)
+        Ok(&mut self.pass)
     }
 
     /// The fast path program itself.
     pub fn program(&mut self) -> Result<&mut Xdp> {
-        program(&mut self.ebpf, FAST_PROGRAM)
+        Ok(&mut self.fast)
     }
 
     /// Loads the entry program of network `net` (sharing the pinned maps).

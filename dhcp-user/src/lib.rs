@@ -1,8 +1,18 @@
 //! xdhcp: loads the XDP fast path, feeds its lease maps, answers what it passes up.
 
 pub mod bpffs;
+pub mod config;
 pub mod craft;
+pub mod daemon;
+pub mod db;
 pub mod ebpf;
+pub mod extra_opts;
+pub mod import;
+pub mod links;
+pub mod model;
 pub mod netns;
 pub mod options;
+pub mod plumb;
 pub mod reply;
+pub mod slowpath;
+pub mod sync;

@@ -1,6 +1,12 @@
 //! The `xdhcp` command.
 
-use std::net::Ipv4Addr;
+mod cli_view;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{bail, Context, Result};
 use aya::{TestRun, TestRunOptions};
@@ -10,7 +16,14 @@ use dhcp_ebpf::{
     OPTS_MAX,
 };
 use xdhcp::{
-    bpffs::TempPinDir, craft::RequestFrame, ebpf, ebpf::FastPath, netns::TempNs,
+    bpffs::TempPinDir,
+    craft::RequestFrame,
+    daemon::{self, RunOptions},
+    db::Db,
+    ebpf,
+    ebpf::FastPath,
+    model::Kind,
+    netns::TempNs,
     options::ReplyOptions,
 };
 
@@ -21,19 +34,73 @@ use xdhcp::{
     about = "DHCP for OpenStack-style clouds, answered from XDP"
 )]
 struct Cli {
+    /// The port database (SQLite).
+    #[arg(
+        long,
+        global = true,
+        env = "XDHCP_DB",
+        default_value = "/var/lib/xdhcp/xdhcp.db"
+    )]
+    db: PathBuf,
+    /// The bpffs directory the maps, programs and links are pinned in.
+    #[arg(long, global = true, default_value = "/sys/fs/bpf/xdhcp")]
+    bpffs: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Upsert networks, subnets and ports from Neutron API JSON ({"networks": [...], "subnets": [...], "ports": [...]}).
+    Import {
+        /// The JSON file ("-" for standard input).
+        file: PathBuf,
+    },
+    /// Delete a port, subnet or network (a network takes its subnets and ports along).
+    Delete { kind: DeleteKind, id: String },
+    /// Run the daemon: load the fast path, keep its maps in sync, serve every qdhcp namespace.
+    Run {
+        /// Agent options (TOML, dhcp_agent.ini names).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Create missing qdhcp namespaces, DHCP devices and bridges, as neutron-dhcp-agent does.
+        #[arg(long)]
+        plumb: bool,
+        /// With --plumb: put every network on this one bridge instead of brq<network id>.
+        #[arg(long, requires = "plumb")]
+        bridge: Option<String>,
+    },
+    /// Detach and unpin everything (stops a running daemon first).
+    Down,
+    /// Leases: MAC, IP, network, port, expiry, state.
+    Leases {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counters of the fast and the slow path.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the fast path's maps hold, per client.
+    Ports {
+        #[arg(long)]
+        json: bool,
+    },
     /// Load the embedded XDP program, let the kernel verify it, and report.
     Check,
     /// Attach the fast path in a throwaway namespace and answer a DISCOVER and a REQUEST.
     Demo,
 }
 
-fn main() -> Result<()> {
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeleteKind {
+    Port,
+    Subnet,
+    Network,
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -41,10 +108,64 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Import { file } => import(&cli.db, &file),
+        Cmd::Delete { kind, id } => delete(&cli.db, kind, &id),
+        Cmd::Run {
+            config,
+            plumb,
+            bridge,
+        } => daemon::run(RunOptions {
+            db: cli.db,
+            bpffs: cli.bpffs,
+            config,
+            plumb,
+            bridge,
+        }),
+        Cmd::Down => daemon::down(&cli.bpffs),
+        Cmd::Leases { json } => cli_view::leases(&cli.db, &cli.bpffs, json),
+        Cmd::Stats { json } => cli_view::stats(&cli.db, &cli.bpffs, json),
+        Cmd::Ports { json } => cli_view::ports(&cli.db, &cli.bpffs, json),
         Cmd::Check => check(),
         Cmd::Demo => demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdhcp: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn import(db: &Path, file: &Path) -> Result<()> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let doc = xdhcp::import::parse(&text).with_context(|| format!("{}", file.display()))?;
+    let mut db = Db::open(db)?;
+    let done = db
+        .import(&doc)
+        .with_context(|| format!("{}: nothing imported", file.display()))?;
+    println!(
+        "imported {} network(s), {} subnet(s), {} port(s)",
+        done.networks, done.subnets, done.ports
+    );
+    Ok(())
+}
+
+fn delete(db: &Path, kind: DeleteKind, id: &str) -> Result<()> {
+    let kind = match kind {
+        DeleteKind::Port => Kind::Port,
+        DeleteKind::Subnet => Kind::Subnet,
+        DeleteKind::Network => Kind::Network,
+    };
+    Db::open(db)?.delete(kind, id)?;
+    println!("deleted {kind:?} {id}");
+    Ok(())
 }
 
 fn check() -> Result<()> {

@@ -303,6 +303,18 @@ pub fn frame(
 ) -> Vec<u8> {
     let body = payload(req, lease, reply);
     let dst = destination(req, lease.ip, reply);
+    wrap(request_l2, server_mac, lease.server_ip, dst, &body)
+}
+
+/// Puts a BOOTP payload into Ethernet (the request's L2 header, new
+/// addresses), IPv4 and UDP, with both checksums.
+pub fn wrap(
+    request_l2: &[u8],
+    server_mac: [u8; 6],
+    server_ip: Ipv4Addr,
+    dst: Destination,
+    body: &[u8],
+) -> Vec<u8> {
     let mut f = request_l2.to_vec();
     let eth_src: [u8; 6] = request_l2[6..12].try_into().unwrap();
     f[0..6].copy_from_slice(&dst.mac.unwrap_or(eth_src));
@@ -313,7 +325,7 @@ pub fn frame(
     ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
     ip[8] = 64;
     ip[9] = 17;
-    ip[12..16].copy_from_slice(&lease.server_ip.octets());
+    ip[12..16].copy_from_slice(&server_ip.octets());
     ip[16..20].copy_from_slice(&dst.ip.octets());
     let c = checksum(&[&ip]);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -322,19 +334,66 @@ pub fn frame(
     udp[2..4].copy_from_slice(&dst.port.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     let pseudo = [
-        &lease.server_ip.octets()[..],
+        &server_ip.octets()[..],
         &dst.ip.octets(),
         &[0, 17],
         &udp_len.to_be_bytes(),
     ]
     .concat();
-    let mut c = checksum(&[&pseudo, &udp, &body]);
+    let mut c = checksum(&[&pseudo, &udp, body]);
     if c == 0 {
         c = 0xffff;
     }
     udp[6..8].copy_from_slice(&c.to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&udp);
-    f.extend_from_slice(&body);
+    f.extend_from_slice(body);
     f
+}
+
+/// The TLVs of an option blob, in order.
+pub fn tlvs(blob: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 2 <= blob.len() {
+        let (code, len) = (blob[off], blob[off + 1] as usize);
+        let Some(value) = blob.get(off + 2..off + 2 + len) else {
+            break;
+        };
+        out.push((code, value));
+        off += 2 + len;
+    }
+    out
+}
+
+/// The blob without the options in `drop`.
+pub fn without(blob: &[u8], drop: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blob.len());
+    for (code, value) in tlvs(blob) {
+        if !drop.contains(&code) {
+            out.push(code);
+            out.push(value.len() as u8);
+            out.extend_from_slice(value);
+        }
+    }
+    out
+}
+
+/// The DHCPACK to a DHCPINFORM (§3.4, §4.3.5): no lease time, yiaddr zero,
+/// sent to ciaddr.
+pub fn inform_payload(req: &Request, lease: &LeaseView) -> Vec<u8> {
+    let blob = without(lease.blob, &[51, 58, 59]);
+    let view = LeaseView {
+        blob: &blob,
+        ..*lease
+    };
+    let mut p = payload(req, &view, DHCPACK);
+    p[16..20].copy_from_slice(&[0; 4]);
+    p
+}
+
+/// The largest IP packet the client takes (RFC 2131: 576 unless option 57 says more).
+pub fn max_reply_ip_len(req: &Request) -> usize {
+    req.max_msg_size
+        .map_or(MIN_MAX_MSG, |m| (m as usize).max(MIN_MAX_MSG))
 }

@@ -342,3 +342,5 @@ pub fn ifindex(ns: &xdhcp::netns::TempNs, dev: &str) -> Result<u32> {
     anyhow::ensure!(index != 0, "no device {dev} in {}", ns.name);
     Ok(index)
 }
+
+pub mod cloud;

@@ -1,0 +1,175 @@
+//! `xdhcp leases`, `xdhcp stats`, `xdhcp ports`: what the maps and the lease
+//! store hold, as a table or as JSON.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result};
+use dhcp_ebpf::{stat, EXPIRES_NEVER, LEASE_INFINITE, OPTS_MAX};
+use serde::Serialize;
+use xdhcp::{
+    daemon::{boottime_ns, unix_now},
+    db::{Db, LeaseRecord},
+    ebpf::Maps,
+    model::format_mac,
+    slowpath::Counter,
+};
+
+/// The pinned maps, if a fast path is pinned at `bpffs`.
+fn maps(bpffs: &Path) -> Option<Maps> {
+    Maps::open(bpffs).ok()
+}
+
+fn net_names(db: &Db) -> Result<BTreeMap<u32, String>> {
+    Ok(db.net_ids()?.into_iter().map(|(n, id)| (id, n)).collect())
+}
+
+/// Lease store rows, updated with what the fast path granted since the daemon last recorded.
+pub fn leases(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
+    let db = Db::open(db_path)?;
+    let mut rows: BTreeMap<(String, String), LeaseRecord> = db
+        .leases()?
+        .into_iter()
+        .map(|l| ((l.network_id.clone(), l.mac.clone()), l))
+        .collect();
+    if let Some(maps) = maps(bpffs) {
+        let names = net_names(&db)?;
+        let (boot, unix) = (boottime_ns(), unix_now());
+        for entry in maps.acks.iter() {
+            let (key, rec) = entry.context("reading ACKS")?;
+            let network = names
+                .get(&key.net)
+                .cloned()
+                .unwrap_or_else(|| format!("net-{}", key.net));
+            let mac = format_mac(&key.mac);
+            let acked = unix.saturating_sub(boot.saturating_sub(rec.acked_ns) / 1_000_000_000);
+            let row = rows
+                .entry((network.clone(), mac.clone()))
+                .or_insert_with(|| LeaseRecord {
+                    network_id: network,
+                    mac,
+                    ip: Ipv4Addr::from(rec.ip),
+                    port_id: String::new(),
+                    expires: None,
+                    state: String::new(),
+                    updated: 0,
+                });
+            if row.state.is_empty() || acked > row.updated {
+                row.ip = Ipv4Addr::from(rec.ip);
+                row.state = "bound".into();
+                row.updated = acked;
+                row.expires = (rec.expires_ns != EXPIRES_NEVER).then(|| {
+                    unix.saturating_add_signed(
+                        ((rec.expires_ns as i128 - boot as i128) / 1_000_000_000) as i64,
+                    )
+                });
+            }
+        }
+    }
+    let rows: Vec<LeaseRecord> = rows.into_values().collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<17} {:<15} {:<36} {:<36} {:>11} STATE",
+        "MAC", "IP", "NETWORK", "PORT", "EXPIRES"
+    );
+    for r in rows {
+        let expires = r.expires.map_or("never".to_string(), |e| e.to_string());
+        println!(
+            "{:<17} {:<15} {:<36} {:<36} {:>11} {}",
+            r.mac, r.ip, r.network_id, r.port_id, expires, r.state
+        );
+    }
+    Ok(())
+}
+
+/// Fast-path counters (summed over CPUs) and slow-path counters.
+pub fn stats(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let fast = match maps(bpffs) {
+        Some(m) => m.counters()?,
+        None => [0; stat::COUNT as usize],
+    };
+    for (name, v) in stat::NAMES.iter().zip(fast) {
+        out.insert(name.to_string(), v);
+    }
+    let db = Db::open(db_path)?;
+    let slow: BTreeMap<String, u64> = db.counters()?.into_iter().collect();
+    for c in Counter::ALL {
+        out.insert(
+            c.name().to_string(),
+            slow.get(c.name()).copied().unwrap_or(0),
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (k, v) in out {
+            println!("{k:<24} {v}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct PortRow {
+    network_id: String,
+    net: u32,
+    mac: String,
+    ip: Ipv4Addr,
+    server_ip: Ipv4Addr,
+    hostname: String,
+    lease_secs: Option<u32>,
+    opts_id: u32,
+    opts_len: usize,
+}
+
+/// The LEASES map, one row per client.
+pub fn ports(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
+    let maps = Maps::open(bpffs)
+        .with_context(|| format!("no fast path pinned under {}", bpffs.display()))?;
+    let names = net_names(&Db::open(db_path)?)?;
+    let mut rows = Vec::new();
+    for entry in maps.leases.iter() {
+        let (key, lease) = entry.context("reading LEASES")?;
+        let opts_len = maps
+            .opts
+            .get(&lease.opts_id, 0)
+            .map(|b| (b.len as usize).min(OPTS_MAX))
+            .unwrap_or(0);
+        rows.push(PortRow {
+            network_id: names.get(&key.net).cloned().unwrap_or_default(),
+            net: key.net,
+            mac: format_mac(&key.mac),
+            ip: Ipv4Addr::from(lease.ip),
+            server_ip: Ipv4Addr::from(lease.server_ip),
+            hostname: String::from_utf8_lossy(
+                &lease.hostname[..(lease.hostname_len as usize).min(lease.hostname.len())],
+            )
+            .into(),
+            lease_secs: (lease.lease_secs != LEASE_INFINITE).then_some(lease.lease_secs),
+            opts_id: lease.opts_id,
+            opts_len,
+        });
+    }
+    rows.sort_by(|a, b| (&a.network_id, &a.mac).cmp(&(&b.network_id, &b.mac)));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<17} {:<15} {:<15} {:<24} {:>8} OPTS",
+        "NETWORK", "MAC", "IP", "SERVER", "HOSTNAME", "LEASE"
+    );
+    for r in rows {
+        let lease = r
+            .lease_secs
+            .map_or("infinite".to_string(), |s| s.to_string());
+        println!(
+            "{:<36} {:<17} {:<15} {:<15} {:<24} {:>8} #{} ({} bytes)",
+            r.network_id, r.mac, r.ip, r.server_ip, r.hostname, lease, r.opts_id, r.opts_len
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Agent options from a TOML file, named as in Neutron's dhcp_agent.ini.
+//!
+//! Keys may stand at the top level or under `[DEFAULT]`, so an operator can
+//! paste the ini's section (quoting string values). Other dhcp_agent.ini
+//! options are accepted and reported back as ignored.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use toml::{Table, Value};
+
+/// The dhcp_agent.ini options xdhcp honours, plus its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Lease length in seconds; -1 = infinite.
+    pub dhcp_lease_duration: i64,
+    /// Domain handed out in option 15.
+    pub dns_domain: String,
+    /// Route 169.254.169.254/32 via the DHCP port's IP on subnets without a router.
+    pub enable_isolated_metadata: bool,
+    /// Route 169.254.169.254/32 via the DHCP port's IP on every subnet.
+    pub force_metadata: bool,
+    /// DNS servers handed out when a subnet has no dns_nameservers.
+    pub dnsmasq_dns_servers: Vec<Ipv4Addr>,
+    /// xdhcp's own: answer relayed (giaddr) requests on the fast path.
+    pub enable_relay: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            dhcp_lease_duration: 86400,
+            dns_domain: "openstacklocal".to_string(),
+            enable_isolated_metadata: false,
+            force_metadata: false,
+            dnsmasq_dns_servers: Vec::new(),
+            enable_relay: true,
+        }
+    }
+}
+
+/// The table operators paste their ini section into.
+const DEFAULT_SECTION: &str = "DEFAULT";
+
+impl AgentConfig {
+    /// Reads and parses a config file, logging the keys it ignores.
+    pub fn load(path: &Path) -> Result<AgentConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let (cfg, ignored) =
+            Self::parse(&text).with_context(|| format!("config file {}", path.display()))?;
+        for key in ignored {
+            tracing::warn!(file = %path.display(), key, "ignoring config key xdhcp does not use");
+        }
+        Ok(cfg)
+    }
+
+    /// Parses TOML text; also returns the keys it ignored (e.g. "DEFAULT.interface_driver").
+    pub fn parse(text: &str) -> Result<(AgentConfig, Vec<String>)> {
+        let doc: Table = toml::from_str(text).context("not valid TOML")?;
+        let mut cfg = AgentConfig::default();
+        let mut ignored = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for (key, value) in &doc {
+            match value {
+                Value::Table(t) if key.eq_ignore_ascii_case(DEFAULT_SECTION) => {
+                    for (k, v) in t {
+                        cfg.apply(k, v, &format!("{key}."), &mut seen, &mut ignored)?;
+                    }
+                }
+                Value::Table(t) => {
+                    ignored.extend(t.keys().map(|k| format!("{key}.{k}")));
+                }
+                _ => cfg.apply(key, value, "", &mut seen, &mut ignored)?,
+            }
+        }
+        Ok((cfg, ignored))
+    }
+
+    /// The lease time for the fast path: seconds, or u32::MAX for infinite.
+    pub fn lease_secs(&self) -> u32 {
+        u32::try_from(self.dhcp_lease_duration).unwrap_or(u32::MAX)
+    }
+
+    /// Sets one key; `prefix` is where it stood ("" or "DEFAULT."), for messages.
+    fn apply(
+        &mut self,
+        key: &str,
+        value: &Value,
+        prefix: &str,
+        seen: &mut Vec<String>,
+        ignored: &mut Vec<String>,
+    ) -> Result<()> {
+        let known = [
+            "dhcp_lease_duration",
+            "dns_domain",
+            "enable_isolated_metadata",
+            "force_metadata",
+            "dnsmasq_dns_servers",
+            "enable_relay",
+        ];
+        if !known.contains(&key) {
+            ignored.push(format!("{prefix}{key}"));
+            return Ok(());
+        }
+        if seen.iter().any(|k| k == key) {
+            bail!("{key} is set both at the top level and under [{DEFAULT_SECTION}]");
+        }
+        seen.push(key.to_string());
+        let ctx = || format!("{prefix}{key} = {value}");
+        match key {
+            "dhcp_lease_duration" => {
+                self.dhcp_lease_duration = lease_duration(value).with_context(ctx)?
+            }
+            "dns_domain" => self.dns_domain = string(value).with_context(ctx)?.trim().to_string(),
+            "enable_isolated_metadata" => {
+                self.enable_isolated_metadata = boolean(value).with_context(ctx)?
+            }
+            "force_metadata" => self.force_metadata = boolean(value).with_context(ctx)?,
+            "dnsmasq_dns_servers" => {
+                self.dnsmasq_dns_servers = ipv4_list(value).with_context(ctx)?
+            }
+            "enable_relay" => self.enable_relay = boolean(value).with_context(ctx)?,
+            _ => unreachable!("every known key has an arm"),
+        }
+        Ok(())
+    }
+}
+
+fn string(v: &Value) -> Result<&str> {
+    v.as_str().ok_or_else(|| anyhow!("expected a string"))
+}
+
+/// -1 (infinite) or 1..=u32::MAX-1 seconds; an integer or a quoted integer as in the ini.
+fn lease_duration(v: &Value) -> Result<i64> {
+    let n = match v {
+        Value::Integer(n) => *n,
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("expected an integer number of seconds"))?,
+        _ => bail!("expected an integer number of seconds"),
+    };
+    if n == -1 || (1..=i64::from(u32::MAX - 1)).contains(&n) {
+        Ok(n)
+    } else {
+        bail!(
+            "must be -1 (infinite) or 1..={} seconds, got {n}",
+            u32::MAX - 1
+        )
+    }
+}
+
+/// A TOML boolean, or the strings oslo.config accepts (true/false, yes/no, on/off, 1/0).
+fn boolean(v: &Value) -> Result<bool> {
+    match v {
+        Value::Boolean(b) => Ok(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => bail!("expected true or false"),
+        },
+        _ => bail!("expected true or false"),
+    }
+}
+
+/// A TOML array of addresses or one comma-separated string ("8.8.8.8,8.8.4.4").
+fn ipv4_list(v: &Value) -> Result<Vec<Ipv4Addr>> {
+    let items: Vec<&str> = match v {
+        Value::String(s) => s.split(',').collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|i| i.as_str().ok_or_else(|| anyhow!("expected strings")))
+            .collect::<Result<_>>()?,
+        _ => bail!("expected an array of addresses or a comma-separated string"),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| anyhow!("bad IPv4 address {s:?}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_agent_options() {
+        type Check = fn(&AgentConfig, &[String]);
+        let cases: &[(&str, &str, Check)] = &[
+            ("an empty file gives the defaults", "", |c, i| {
+                assert_eq!(*c, AgentConfig::default());
+                assert!(i.is_empty());
+            }),
+            ("defaults are Neutron's", "", |c, _| {
+                assert_eq!(c.dhcp_lease_duration, 86400);
+                assert_eq!(c.dns_domain, "openstacklocal");
+                assert!(!c.enable_isolated_metadata && !c.force_metadata && c.enable_relay);
+                assert!(c.dnsmasq_dns_servers.is_empty());
+            }),
+            ("top-level keys", "dhcp_lease_duration = 600\ndns_domain = \"cloud.example\"\nforce_metadata = true", |c, _| {
+                assert_eq!(c.dhcp_lease_duration, 600);
+                assert_eq!(c.dns_domain, "cloud.example");
+                assert!(c.force_metadata);
+            }),
+            ("keys under [DEFAULT] as pasted from the ini", "[DEFAULT]\nenable_isolated_metadata = true\nenable_relay = false", |c, _| {
+                assert!(c.enable_isolated_metadata);
+                assert!(!c.enable_relay);
+            }),
+            ("ini-style quoted booleans", "[DEFAULT]\nforce_metadata = \"True\"\nenable_relay = \"off\"", |c, _| {
+                assert!(c.force_metadata);
+                assert!(!c.enable_relay);
+            }),
+            ("dns servers as a TOML array", "dnsmasq_dns_servers = [\"8.8.8.8\", \"8.8.4.4\"]", |c, _| {
+                assert_eq!(c.dnsmasq_dns_servers, vec![ip("8.8.8.8"), ip("8.8.4.4")]);
+            }),
+            ("dns servers as one comma-separated string", "dnsmasq_dns_servers = \"8.8.8.8, 8.8.4.4\"", |c, _| {
+                assert_eq!(c.dnsmasq_dns_servers, vec![ip("8.8.8.8"), ip("8.8.4.4")]);
+            }),
+            ("an empty dns server string is an empty list", "dnsmasq_dns_servers = \"\"", |c, _| {
+                assert!(c.dnsmasq_dns_servers.is_empty());
+            }),
+            ("infinite lease", "dhcp_lease_duration = -1", |c, _| {
+                assert_eq!(c.dhcp_lease_duration, -1);
+                assert_eq!(c.lease_secs(), u32::MAX);
+            }),
+            ("finite lease seconds pass through", "dhcp_lease_duration = 3600", |c, _| {
+                assert_eq!(c.lease_secs(), 3600);
+            }),
+            ("the longest finite lease", "dhcp_lease_duration = 4294967294", |c, _| {
+                assert_eq!(c.lease_secs(), u32::MAX - 1);
+            }),
+            ("a quoted lease duration as in the ini", "[DEFAULT]\ndhcp_lease_duration = \"120\"", |c, _| {
+                assert_eq!(c.dhcp_lease_duration, 120);
+            }),
+            ("other agent options are reported as ignored", "interface_driver = \"openvswitch\"\n[DEFAULT]\ndhcp_driver = \"x\"\n[AGENT]\nreport_interval = 30", |c, i| {
+                assert_eq!(*c, AgentConfig::default());
+                let mut i = i.to_vec();
+                i.sort();
+                assert_eq!(i, ["AGENT.report_interval", "DEFAULT.dhcp_driver", "interface_driver"]);
+            }),
+        ];
+        for (desc, text, check) in cases {
+            let (cfg, ignored) =
+                AgentConfig::parse(text).unwrap_or_else(|e| panic!("{desc}: {e:#}"));
+            check(&cfg, &ignored);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "a zero lease",
+                "dhcp_lease_duration = 0",
+                &["dhcp_lease_duration", "got 0"],
+            ),
+            (
+                "a lease below -1",
+                "dhcp_lease_duration = -5",
+                &["dhcp_lease_duration", "got -5"],
+            ),
+            (
+                "a lease of u32::MAX",
+                "dhcp_lease_duration = 4294967295",
+                &["dhcp_lease_duration", "4294967295"],
+            ),
+            (
+                "a lease that is not a number",
+                "dhcp_lease_duration = \"1d\"",
+                &["dhcp_lease_duration", "integer"],
+            ),
+            (
+                "a bad DNS server",
+                "dnsmasq_dns_servers = \"8.8.8.8,8.8.8\"",
+                &["dnsmasq_dns_servers", "\"8.8.8\""],
+            ),
+            (
+                "an IPv6 DNS server",
+                "dnsmasq_dns_servers = [\"2001:db8::1\"]",
+                &["dnsmasq_dns_servers", "2001:db8::1"],
+            ),
+            (
+                "a DNS server list of numbers",
+                "dnsmasq_dns_servers = [1]",
+                &["dnsmasq_dns_servers", "strings"],
+            ),
+            (
+                "a bad boolean",
+                "[DEFAULT]\nforce_metadata = \"maybe\"",
+                &["DEFAULT.force_metadata", "true or false"],
+            ),
+            (
+                "a domain that is not a string",
+                "dns_domain = 5",
+                &["dns_domain", "string"],
+            ),
+            (
+                "a key set twice",
+                "force_metadata = true\n[DEFAULT]\nforce_metadata = false",
+                &["force_metadata", "both"],
+            ),
+            (
+                "text that is not TOML",
+                "dns_domain = openstacklocal",
+                &["TOML"],
+            ),
+        ];
+        for (desc, text, wants) in cases {
+            let err = match AgentConfig::parse(text) {
+                Ok(got) => panic!("{desc}: accepted as {got:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            for want in *wants {
+                assert!(err.contains(want), "{desc}: error {err:?} lacks {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("xdhcp-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&good, "[DEFAULT]\ndhcp_lease_duration = 600\n").unwrap();
+        std::fs::write(&bad, "dhcp_lease_duration = 0\n").unwrap();
+        // Ok(lease seconds) or the substrings the error must contain.
+        type Want<'a> = Result<i64, &'a [&'a str]>;
+        let cases: &[(&str, &Path, Want)] = &[
+            ("a good file loads", &good, Ok(600)),
+            (
+                "a bad value names file and key",
+                &bad,
+                Err(&["bad.toml", "dhcp_lease_duration"]),
+            ),
+            (
+                "a missing file is named",
+                &dir.join("missing.toml"),
+                Err(&["missing.toml"]),
+            ),
+        ];
+        for (desc, path, want) in cases {
+            match (AgentConfig::load(path), want) {
+                (Ok(cfg), Ok(secs)) => assert_eq!(cfg.dhcp_lease_duration, *secs, "{desc}"),
+                (Err(e), Err(subs)) => {
+                    let msg = format!("{e:#}");
+                    for s in *subs {
+                        assert!(msg.contains(s), "{desc}: error {msg:?} lacks {s:?}");
+                    }
+                }
+                (got, _) => panic!("{desc}: got {got:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,1091 @@
+//! Per-network plumbing, laid out the way neutron-dhcp-agent (with the linuxbridge agent)
+//! lays it out, so the XDP program has a device to attach to:
+//!
+//! ```text
+//!  host netns                         | netns qdhcp-<NET>
+//!  brq<NET[:11]> ── ns-<PORT[:11]> ═══ veth ═══ tap<PORT[:11]> (port MAC, port IPs)
+//! ```
+//!
+//! Everything goes through rtnetlink and setns(2); nothing shells out to `ip`.
+//! "Host" means the network namespace of the thread that calls [`plumb`]/[`unplumb`].
+
+use std::{
+    fs::{File, OpenOptions},
+    future::Future,
+    io::ErrorKind,
+    net::{IpAddr, Ipv4Addr},
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::fs::{DirBuilderExt, OpenOptionsExt},
+    },
+    pin::pin,
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use nix::{
+    errno::Errno,
+    mount::{mount, umount2, MntFlags, MsFlags},
+    sched::{setns, unshare, CloneFlags},
+    sys::statfs::{fstatfs, NSFS_MAGIC},
+};
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        AddressFamily,
+    },
+    Handle, LinkBridge, LinkUnspec, LinkVeth,
+};
+use tracing::{debug, info, warn};
+
+/// Where iproute2 (and so Neutron) keeps named network namespaces.
+const NETNS_DIR: &str = "/run/netns";
+/// How much of a UUID Neutron keeps in a device name (its DEV_NAME_LEN 14 = prefix + 11).
+const ID_CHARS: usize = 11;
+/// IFNAMSIZ less the NUL.
+const MAX_IFNAME: usize = 15;
+
+/// One network's DHCP port, as Neutron describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlumbSpec {
+    pub network_id: String,
+    pub port_id: String,
+    pub mac: [u8; 6],
+    pub addresses: Vec<Ipv4Net>,
+    pub mtu: Option<u32>,
+    /// `None` = `brq<NET[:11]>`, the linuxbridge agent's name.
+    pub bridge: Option<String>,
+}
+
+/// The names of what [`plumb`] set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plumbed {
+    pub namespace: String,
+    pub tap: String,
+    pub host_side: String,
+    pub bridge: String,
+}
+
+/// `qdhcp-<NET>`: the namespace neutron-dhcp-agent uses for a network.
+pub fn namespace_name(network_id: &str) -> String {
+    format!("qdhcp-{network_id}")
+}
+
+/// `tap<PORT[:11]>`: the DHCP port's device, inside the namespace.
+pub fn tap_name(port_id: &str) -> String {
+    format!("tap{}", short_id(port_id))
+}
+
+/// `ns-<PORT[:11]>`: the host end of the DHCP port's veth pair.
+pub fn host_side_name(port_id: &str) -> String {
+    format!("ns-{}", short_id(port_id))
+}
+
+/// `brq<NET[:11]>`: the linuxbridge agent's bridge for a network.
+pub fn bridge_name(network_id: &str) -> String {
+    format!("brq{}", short_id(network_id))
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(ID_CHARS).collect()
+}
+
+fn netns_path(ns: &str) -> String {
+    format!("{NETNS_DIR}/{ns}")
+}
+
+/// Creates or repairs the namespace, veth pair and bridge for `spec`; safe to repeat.
+pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
+    let names = Plumbed {
+        namespace: namespace_name(&spec.network_id),
+        tap: tap_name(&spec.port_id),
+        host_side: host_side_name(&spec.port_id),
+        bridge: spec
+            .bridge
+            .clone()
+            .unwrap_or_else(|| bridge_name(&spec.network_id)),
+    };
+    for dev in [&names.tap, &names.host_side, &names.bridge] {
+        if dev.is_empty() || dev.len() > MAX_IFNAME || dev.contains(['/', ' ', ':']) {
+            bail!("{dev:?} is not a valid interface name");
+        }
+    }
+    let net = &spec.network_id;
+    let ns = names.namespace.clone();
+    blocking(move || ensure_namespace(&ns))
+        .await
+        .with_context(|| format!("network {net}: namespace {}", names.namespace))?;
+
+    let host = connect().context("host netns")?;
+    let bridge = ensure_bridge(&host, &names.bridge)
+        .await
+        .with_context(|| format!("network {net}: bridge {}", names.bridge))?;
+    ensure_veth(&host, &names).await.with_context(|| {
+        format!(
+            "network {net}: veth {} / {} in {}",
+            names.host_side, names.tap, names.namespace
+        )
+    })?;
+    configure_tap(spec, &names)
+        .await
+        .with_context(|| format!("network {net}: {} in {}", names.tap, names.namespace))?;
+    configure_host_side(&host, &names.host_side, bridge.index, spec.mtu)
+        .await
+        .with_context(|| format!("network {net}: {} on {}", names.host_side, names.bridge))?;
+    Ok(names)
+}
+
+/// Removes the veth pair and the namespace, and the bridge if asked and it has no other
+/// ports; whatever is already gone is skipped.
+///
+/// The bridge removed is the one the host side was enslaved to, else `brq<NET[:11]>`.
+pub async fn unplumb(network_id: &str, port_id: &str, remove_bridge: bool) -> Result<()> {
+    let (ns, tap, host_side) = (
+        namespace_name(network_id),
+        tap_name(port_id),
+        host_side_name(port_id),
+    );
+    let host = connect().context("host netns")?;
+    let mut master = None;
+    if let Some(link) = link_by_name(&host, &host_side).await? {
+        master = Observed::of(&link).controller;
+        delete_link(&host, &link, &host_side).await?;
+    }
+    // A tap that slipped out of its namespace would block the next plumb's veth.
+    if let Some(link) = link_by_name(&host, &tap).await? {
+        delete_link(&host, &link, &tap).await?;
+    }
+    if namespace_exists(&ns) {
+        // Explicitly, as the namespace outlives its file while anyone holds it open.
+        let tap_in = tap.clone();
+        in_netns(&ns, move |h| async move {
+            if let Some(link) = link_by_name(&h, &tap_in).await? {
+                delete_link(&h, &link, &tap_in).await?;
+            }
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("deleting {tap} in {ns}"))?;
+    }
+    let ns_in = ns.clone();
+    blocking(move || remove_namespace(&ns_in)).await?;
+    if remove_bridge {
+        let bridge = match master {
+            Some(index) => link_by_index(&host, index).await?,
+            None => link_by_name(&host, &bridge_name(network_id)).await?,
+        };
+        if let Some(bridge) = bridge {
+            remove_bridge_link_if_unused(&host, &bridge).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes bridge `name` if it exists and has no ports; returns whether it was deleted.
+pub async fn remove_bridge_if_unused(name: &str) -> Result<bool> {
+    let host = connect().context("host netns")?;
+    match link_by_name(&host, name).await? {
+        Some(link) => remove_bridge_link_if_unused(&host, &link).await,
+        None => Ok(false),
+    }
+}
+
+/// Runs `f` on a fresh OS thread that has entered `/run/netns/<ns>`, so no other thread
+/// (in particular no async runtime worker) changes namespace. A panic in `f` is re-raised.
+pub fn run_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let path = netns_path(ns);
+    let target = File::open(&path).with_context(|| format!("network namespace {ns} ({path})"))?;
+    let name = ns.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || {
+            setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering network namespace {name}"))?;
+            drop(target);
+            f()
+        })
+        .with_context(|| format!("spawning a thread for network namespace {ns}"))?;
+    match thread.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs `f` with an rtnetlink handle bound to namespace `ns`, on a current-thread runtime
+/// inside a [`run_in_netns`] thread (a netlink socket belongs to its creator's netns).
+pub fn netlink_in_netns<T, F, Fut>(ns: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let name = ns.to_owned();
+    run_in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building a runtime")?;
+        rt.block_on(async move {
+            let handle = connect().with_context(|| format!("network namespace {name}"))?;
+            f(handle).await
+        })
+    })
+}
+
+/// [`netlink_in_netns`] without blocking the caller's runtime.
+async fn in_netns<T, F, Fut>(ns: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let ns = ns.to_owned();
+    blocking(move || netlink_in_netns(&ns, f)).await
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(anyhow!("blocking task: {e}")),
+    }
+}
+
+/// An rtnetlink handle in the calling thread's netns, its connection driven by the
+/// current runtime (it ends when the last handle clone is dropped).
+fn connect() -> Result<Handle> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("opening an rtnetlink socket")?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+// ---- namespaces -------------------------------------------------------------------------
+
+/// Whether `/run/netns/<ns>` is a mounted namespace (not a file left by a failed create).
+fn namespace_exists(ns: &str) -> bool {
+    File::open(netns_path(ns))
+        .and_then(|f| fstatfs(&f).map_err(Into::into))
+        .is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
+}
+
+/// `ip netns add`, but repairing instead of failing when the name exists.
+fn ensure_namespace(ns: &str) -> Result<()> {
+    if namespace_exists(ns) {
+        return Ok(());
+    }
+    make_netns_dir_shared()?;
+    let path = netns_path(ns);
+    // O_EXCL-less: a file left by an interrupted create is reused, not an error.
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o000)
+        .open(&path)
+        .with_context(|| format!("creating {path}"))?;
+    let target = path.clone();
+    // unshare() moves only the calling thread, so give it a thread of its own.
+    let made = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting the new namespace on {target}"))
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    if made.is_err() {
+        let _ = std::fs::remove_file(&path);
+    } else {
+        info!(namespace = ns, "created network namespace");
+    }
+    made
+}
+
+/// As iproute2 does: namespace mounts under /run/netns propagate to other mount
+/// namespaces only if the directory is a shared mount point.
+fn make_netns_dir_shared() -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(NETNS_DIR)
+        .with_context(|| format!("creating {NETNS_DIR}"))?;
+    let shared = || {
+        mount(
+            Some(""),
+            NETNS_DIR,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => return Ok(()),
+        // EINVAL: not a mount point yet; make it one.
+        Err(Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("making {NETNS_DIR} a shared mount")),
+    }
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        Some("none"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {NETNS_DIR} on itself"))?;
+    shared().with_context(|| format!("making {NETNS_DIR} a shared mount"))
+}
+
+/// `ip netns del`, quiet about what is already gone.
+fn remove_namespace(ns: &str) -> Result<()> {
+    let path = netns_path(ns);
+    match umount2(path.as_str(), MntFlags::MNT_DETACH) {
+        Ok(()) => info!(namespace = ns, "removed network namespace"),
+        // EINVAL: not mounted (a stale file); ENOENT: no file.
+        Err(Errno::EINVAL | Errno::ENOENT) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {path}")),
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {path}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+// ---- links ------------------------------------------------------------------------------
+
+/// What plumbing cares about in a link.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Observed {
+    index: u32,
+    up: bool,
+    mac: Vec<u8>,
+    mtu: Option<u32>,
+    controller: Option<u32>,
+    /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's netns).
+    peer: Option<u32>,
+    is_bridge: bool,
+}
+
+impl Observed {
+    fn of(link: &LinkMessage) -> Self {
+        let mut seen = Observed {
+            index: link.header.index,
+            up: link.header.flags.contains(LinkFlags::Up),
+            ..Default::default()
+        };
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::Address(mac) => seen.mac = mac.clone(),
+                LinkAttribute::Mtu(mtu) => seen.mtu = Some(*mtu),
+                LinkAttribute::Controller(index) => seen.controller = Some(*index),
+                LinkAttribute::Link(index) => seen.peer = Some(*index),
+                LinkAttribute::LinkInfo(infos) => {
+                    seen.is_bridge = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)))
+                }
+                _ => {}
+            }
+        }
+        seen
+    }
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    let mut links = pin!(handle.link().get().match_name(name).execute());
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
+    }
+}
+
+async fn link_by_index(handle: &Handle, index: u32) -> Result<Option<LinkMessage>> {
+    let mut links = pin!(handle.link().get().match_index(index).execute());
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("looking up link #{index}")),
+    }
+}
+
+async fn must_link(handle: &Handle, name: &str) -> Result<Observed> {
+    link_by_name(handle, name)
+        .await?
+        .map(|l| Observed::of(&l))
+        .ok_or_else(|| anyhow!("link {name} is missing"))
+}
+
+async fn set_link(handle: &Handle, msg: LinkMessage, name: &str, what: &str) -> Result<()> {
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .with_context(|| format!("{what} on {name}"))
+}
+
+async fn delete_link(handle: &Handle, link: &LinkMessage, name: &str) -> Result<()> {
+    match handle.link().del(link.header.index).execute().await {
+        Ok(()) => {
+            info!(link = name, "deleted link");
+            Ok(())
+        }
+        // Gone meanwhile, e.g. with its veth peer.
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting link {name}")),
+    }
+}
+
+/// The bridge exists, is a bridge, and is up.
+async fn ensure_bridge(host: &Handle, name: &str) -> Result<Observed> {
+    if link_by_name(host, name).await?.is_none() {
+        // forward delay 0 as the linuxbridge agent sets it: ports forward at once.
+        let add = host
+            .link()
+            .add(LinkBridge::new(name).forward_delay(0).up().build())
+            .execute()
+            .await;
+        match add {
+            Ok(()) => info!(bridge = name, "created bridge"),
+            // Created meanwhile by someone else: fine, checked below.
+            Err(e) if is_errno(&e, libc::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating bridge {name}")),
+        }
+    }
+    let bridge = must_link(host, name).await?;
+    if !bridge.is_bridge {
+        bail!("link {name} exists but is not a bridge");
+    }
+    if !bridge.up {
+        debug!(bridge = name, "setting bridge up");
+        set_link(
+            host,
+            LinkUnspec::new_with_index(bridge.index).up().build(),
+            name,
+            "up",
+        )
+        .await?;
+    }
+    Ok(bridge)
+}
+
+/// The tap is in the namespace, the host side in the host, and they are each other's peer.
+async fn ensure_veth(host: &Handle, names: &Plumbed) -> Result<()> {
+    let ns_file = File::open(netns_path(&names.namespace))
+        .with_context(|| format!("opening namespace {}", names.namespace))?;
+    let tap_in_ns = || {
+        let tap = names.tap.clone();
+        in_netns(&names.namespace, move |h| async move {
+            Ok(link_by_name(&h, &tap).await?.map(|l| Observed::of(&l)))
+        })
+    };
+
+    let mut tap = tap_in_ns().await?;
+    if tap.is_none() {
+        if let Some(stray) = link_by_name(host, &names.tap).await? {
+            info!(link = %names.tap, namespace = %names.namespace, "moving tap into namespace");
+            let msg = LinkUnspec::new_with_index(stray.header.index)
+                .setns_by_fd(ns_file.as_raw_fd())
+                .build();
+            set_link(host, msg, &names.tap, "moving into the namespace").await?;
+            tap = tap_in_ns().await?;
+        }
+    }
+    let host_side = link_by_name(host, &names.host_side)
+        .await?
+        .map(|l| Observed::of(&l));
+    if let (Some(t), Some(h)) = (&tap, &host_side) {
+        if h.peer == Some(t.index) {
+            return Ok(());
+        }
+    }
+
+    // A half or mismatched pair: start over.
+    if tap.is_some() {
+        warn!(link = %names.tap, "tap without its host side; recreating the pair");
+        let name = names.tap.clone();
+        in_netns(&names.namespace, move |h| async move {
+            match link_by_name(&h, &name).await? {
+                Some(link) => delete_link(&h, &link, &name).await,
+                None => Ok(()),
+            }
+        })
+        .await?;
+    }
+    if let Some(link) = link_by_name(host, &names.host_side).await? {
+        warn!(link = %names.host_side, "host side without its tap; recreating the pair");
+        delete_link(host, &link, &names.host_side).await?;
+    }
+    // The peer is created straight in the namespace, as `ip link add … peer … netns NS`.
+    let peer = LinkUnspec::new_with_name(&names.tap)
+        .setns_by_fd(ns_file.as_raw_fd())
+        .build();
+    let veth = LinkVeth::new(&names.host_side, &names.tap)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    host.link()
+        .add(veth)
+        .execute()
+        .await
+        .context("creating the veth pair")?;
+    info!(host_side = %names.host_side, tap = %names.tap, namespace = %names.namespace, "created veth pair");
+    Ok(())
+}
+
+/// Inside the namespace: lo up; the tap with the port's MAC, MTU and exactly its IPv4
+/// addresses, up.
+async fn configure_tap(spec: &PlumbSpec, names: &Plumbed) -> Result<()> {
+    let (tap_name, mac, mtu, want) = (
+        names.tap.clone(),
+        spec.mac,
+        spec.mtu,
+        spec.addresses.clone(),
+    );
+    in_netns(&names.namespace, move |h| async move {
+        let lo = must_link(&h, "lo").await?;
+        if !lo.up {
+            set_link(
+                &h,
+                LinkUnspec::new_with_index(lo.index).up().build(),
+                "lo",
+                "up",
+            )
+            .await?;
+        }
+
+        let tap = must_link(&h, &tap_name).await?;
+        if tap.mac != mac {
+            debug!(link = %tap_name, "setting MAC");
+            if tap.up {
+                // Not every driver takes a MAC change while up.
+                let down = LinkUnspec::new_with_index(tap.index).down().build();
+                set_link(&h, down, &tap_name, "down").await?;
+            }
+            let msg = LinkUnspec::new_with_index(tap.index)
+                .address(mac.to_vec())
+                .build();
+            set_link(&h, msg, &tap_name, "setting the MAC").await?;
+        }
+        if let Some(mtu) = mtu.filter(|m| tap.mtu != Some(*m)) {
+            let msg = LinkUnspec::new_with_index(tap.index).mtu(mtu).build();
+            set_link(&h, msg, &tap_name, &format!("setting MTU {mtu}")).await?;
+        }
+
+        for (net, msg) in ipv4_addresses(&h, tap.index).await? {
+            if !want.contains(&net) {
+                debug!(link = %tap_name, %net, "removing address");
+                match h.address().del(msg).execute().await {
+                    // Went with a primary address it was secondary to.
+                    Err(e) if is_errno(&e, libc::EADDRNOTAVAIL) => {}
+                    r => r.with_context(|| format!("removing {net} from {tap_name}"))?,
+                }
+            }
+        }
+        // Listed again: removing a primary address can take its secondaries with it.
+        let have: Vec<Ipv4Net> = ipv4_addresses(&h, tap.index)
+            .await?
+            .into_iter()
+            .map(|(net, _)| net)
+            .collect();
+        for net in want.iter().filter(|n| !have.contains(n)) {
+            debug!(link = %tap_name, %net, "adding address");
+            h.address()
+                .add(tap.index, IpAddr::V4(net.addr()), net.prefix_len())
+                .execute()
+                .await
+                .with_context(|| format!("adding {net} to {tap_name}"))?;
+        }
+
+        if !must_link(&h, &tap_name).await?.up {
+            set_link(
+                &h,
+                LinkUnspec::new_with_index(tap.index).up().build(),
+                &tap_name,
+                "up",
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The IPv4 addresses on link `index`, with the messages that delete them.
+async fn ipv4_addresses(
+    h: &Handle,
+    index: u32,
+) -> Result<Vec<(Ipv4Net, rtnetlink::packet_route::address::AddressMessage)>> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .with_context(|| format!("listing addresses of link #{index}"))?;
+    let mut out = Vec::new();
+    for msg in msgs {
+        if msg.header.family != AddressFamily::Inet || msg.header.index != index {
+            continue;
+        }
+        // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on p2p links).
+        let addr = msg
+            .attributes
+            .iter()
+            .fold(None::<Ipv4Addr>, |found, a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                AddressAttribute::Address(IpAddr::V4(ip)) => found.or(Some(*ip)),
+                _ => found,
+            });
+        if let Some(net) = addr.and_then(|a| Ipv4Net::new(a, msg.header.prefix_len).ok()) {
+            out.push((net, msg));
+        }
+    }
+    Ok(out)
+}
+
+/// In the host: the host side has the MTU, is a port of the bridge, and is up.
+async fn configure_host_side(
+    host: &Handle,
+    name: &str,
+    bridge: u32,
+    mtu: Option<u32>,
+) -> Result<()> {
+    let link = must_link(host, name).await?;
+    let mut msg = LinkUnspec::new_with_index(link.index);
+    let mut changes = Vec::new();
+    if let Some(mtu) = mtu.filter(|m| link.mtu != Some(*m)) {
+        msg = msg.mtu(mtu);
+        changes.push("mtu");
+    }
+    if link.controller != Some(bridge) {
+        msg = msg.controller(bridge);
+        changes.push("master");
+    }
+    if !link.up {
+        msg = msg.up();
+        changes.push("up");
+    }
+    if !changes.is_empty() {
+        debug!(link = name, ?changes, "fixing host side");
+        set_link(host, msg.build(), name, &changes.join(", ")).await?;
+    }
+    Ok(())
+}
+
+async fn remove_bridge_link_if_unused(host: &Handle, bridge: &LinkMessage) -> Result<bool> {
+    let seen = Observed::of(bridge);
+    let name = bridge
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("#{}", seen.index));
+    if !seen.is_bridge {
+        bail!("link {name} is not a bridge; not removing it");
+    }
+    let links: Vec<LinkMessage> = host
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .context("listing links")?;
+    let ports = links
+        .iter()
+        .filter(|l| Observed::of(l).controller == Some(seen.index))
+        .count();
+    if ports > 0 {
+        debug!(bridge = %name, ports, "bridge still has ports; keeping it");
+        return Ok(false);
+    }
+    delete_link(host, bridge, &name).await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::hash_map::RandomState,
+        hash::{BuildHasher, Hasher},
+    };
+
+    use super::*;
+
+    #[test]
+    fn names_follow_neutron() {
+        let cases = [
+            // (description, function, input, expected)
+            (
+                "namespace keeps the whole network id",
+                namespace_name as fn(&str) -> String,
+                "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
+                "qdhcp-5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
+            ),
+            (
+                "tap keeps 11 chars of the port id",
+                tap_name,
+                "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
+                "tap5e1c2d3a-4f",
+            ),
+            (
+                "host side keeps 11 chars of the port id",
+                host_side_name,
+                "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
+                "ns-5e1c2d3a-4f",
+            ),
+            (
+                "bridge keeps 11 chars of the network id",
+                bridge_name,
+                "0a1b2c3d-0000-4b6b-9a7e-0123456789ab",
+                "brq0a1b2c3d-00",
+            ),
+            ("short ids are kept whole", tap_name, "abc", "tapabc"),
+        ];
+        for (what, f, input, want) in cases {
+            assert_eq!(f(input), want, "{what}");
+        }
+        let uuid = "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab";
+        for name in [tap_name(uuid), host_side_name(uuid), bridge_name(uuid)] {
+            assert!(name.len() <= MAX_IFNAME, "{name} fits IFNAMSIZ");
+        }
+    }
+
+    /// A made-up network no parallel run shares; unplumbed (with its bridge) on drop.
+    struct TestNet {
+        spec: PlumbSpec,
+    }
+
+    impl TestNet {
+        fn new() -> Self {
+            let r = RandomState::new().build_hasher().finish();
+            let tag = format!("{:08x}", r as u32);
+            Self {
+                spec: PlumbSpec {
+                    network_id: format!("xdt{tag}-0000-4000-8000-000000000001"),
+                    port_id: format!("{tag}-feed-4000-8000-000000000002"),
+                    mac: [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56],
+                    addresses: vec![
+                        "10.77.0.2/24".parse().unwrap(),
+                        "10.78.0.2/16".parse().unwrap(),
+                    ],
+                    mtu: Some(1450),
+                    bridge: Some(format!("xdtbr{tag}")),
+                },
+            }
+        }
+
+        fn bridge(&self) -> String {
+            self.spec.bridge.clone().unwrap()
+        }
+    }
+
+    impl Drop for TestNet {
+        fn drop(&mut self) {
+            let (net, port, bridge) = (
+                self.spec.network_id.clone(),
+                self.spec.port_id.clone(),
+                self.bridge(),
+            );
+            // Drop may run inside the test's runtime, which cannot be blocked on.
+            let done = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    unplumb(&net, &port, true).await?;
+                    remove_bridge_if_unused(&bridge).await
+                })
+            })
+            .join();
+            if !matches!(done, Ok(Ok(_))) {
+                eprintln!("cleanup of {} failed: {done:?}", self.spec.network_id);
+            }
+        }
+    }
+
+    /// The tap as seen from inside its namespace, with its IPv4 addresses, and lo's state.
+    fn inside(ns: &str, tap: &str) -> (Option<Observed>, Vec<Ipv4Net>, bool) {
+        let tap = tap.to_owned();
+        netlink_in_netns(ns, move |h| async move {
+            let lo_up = must_link(&h, "lo").await?.up;
+            let Some(link) = link_by_name(&h, &tap).await? else {
+                return Ok((None, vec![], lo_up));
+            };
+            let seen = Observed::of(&link);
+            let mut addrs: Vec<Ipv4Net> = ipv4_addresses(&h, seen.index)
+                .await?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            addrs.sort();
+            Ok((Some(seen), addrs, lo_up))
+        })
+        .expect("reading the namespace")
+    }
+
+    /// Asserts the whole layout matches `spec`.
+    async fn assert_plumbed(spec: &PlumbSpec, got: &Plumbed) {
+        assert!(
+            namespace_exists(&got.namespace),
+            "namespace {} exists",
+            got.namespace
+        );
+        let host = connect().unwrap();
+
+        let (tap, addrs, lo_up) = inside(&got.namespace, &got.tap);
+        let tap = tap.unwrap_or_else(|| panic!("{} is in {}", got.tap, got.namespace));
+        assert!(lo_up, "lo is up in the namespace");
+        assert_eq!(tap.mac, spec.mac, "tap MAC");
+        assert!(tap.up, "tap is up");
+        assert_eq!(tap.mtu, spec.mtu, "tap MTU");
+        let mut want = spec.addresses.clone();
+        want.sort();
+        assert_eq!(addrs, want, "tap addresses");
+        assert!(
+            link_by_name(&host, &got.tap).await.unwrap().is_none(),
+            "no tap in the host namespace"
+        );
+
+        let bridge = must_link(&host, &got.bridge).await.expect("bridge in host");
+        assert!(
+            bridge.is_bridge && bridge.up,
+            "bridge is a bridge and up: {bridge:?}"
+        );
+        let hs = must_link(&host, &got.host_side)
+            .await
+            .expect("host side in host");
+        assert!(hs.up, "host side is up");
+        assert_eq!(
+            hs.controller,
+            Some(bridge.index),
+            "host side is a port of the bridge"
+        );
+        assert_eq!(hs.mtu, spec.mtu, "host side MTU");
+        assert_eq!(hs.peer, Some(tap.index), "host side is the tap's peer");
+    }
+
+    async fn assert_gone(spec: &PlumbSpec, bridge: &str) {
+        let host = connect().unwrap();
+        let ns = namespace_name(&spec.network_id);
+        assert!(!namespace_exists(&ns), "namespace {ns} is gone");
+        assert!(
+            !std::path::Path::new(&netns_path(&ns)).exists(),
+            "{} is gone",
+            netns_path(&ns)
+        );
+        for dev in [
+            host_side_name(&spec.port_id),
+            tap_name(&spec.port_id),
+            bridge.to_owned(),
+        ] {
+            assert!(
+                link_by_name(&host, &dev).await.unwrap().is_none(),
+                "{dev} is gone"
+            );
+        }
+    }
+
+    /// Runs `f` with a handle inside the test network's namespace (to break things).
+    fn in_ns<F, Fut>(spec: &PlumbSpec, f: F)
+    where
+        F: FnOnce(Handle, Observed) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>>,
+    {
+        let tap = tap_name(&spec.port_id);
+        netlink_in_netns(&namespace_name(&spec.network_id), move |h| async move {
+            let link = must_link(&h, &tap).await?;
+            f(h, link).await
+        })
+        .expect("changing the namespace");
+    }
+
+    #[tokio::test]
+    async fn plumb_builds_repairs_and_unplumb_removes() {
+        let net = TestNet::new();
+        let spec = net.spec.clone();
+
+        let got = plumb(&spec).await.expect("first plumb");
+        assert_eq!(
+            got,
+            Plumbed {
+                namespace: namespace_name(&spec.network_id),
+                tap: tap_name(&spec.port_id),
+                host_side: host_side_name(&spec.port_id),
+                bridge: net.bridge(),
+            }
+        );
+        assert_plumbed(&spec, &got).await;
+
+        assert_eq!(
+            plumb(&spec).await.expect("second plumb"),
+            got,
+            "plumbing again"
+        );
+        assert_plumbed(&spec, &got).await;
+
+        // Break what plumb owns, one way per line, then let plumb repair it all at once.
+        let host = connect().unwrap();
+        in_ns(&spec, |h, tap| async move {
+            // wrong MAC, tap down, one address gone, a stray address, lo down
+            let msg = LinkUnspec::new_with_index(tap.index)
+                .address(vec![2, 0, 0, 0, 0, 1])
+                .down()
+                .build();
+            h.link().set(msg).execute().await?;
+            let (_, first) = ipv4_addresses(&h, tap.index).await?.remove(0);
+            h.address().del(first).execute().await?;
+            h.address()
+                .add(tap.index, "192.0.2.9".parse()?, 28)
+                .execute()
+                .await?;
+            let lo = must_link(&h, "lo").await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(lo.index).down().build())
+                .execute()
+                .await?;
+            Ok(())
+        });
+        let hs = must_link(&host, &got.host_side).await.unwrap();
+        // host side: down, no master, other MTU; bridge down
+        host.link()
+            .set(
+                LinkUnspec::new_with_index(hs.index)
+                    .down()
+                    .nocontroller()
+                    .mtu(1400)
+                    .build(),
+            )
+            .execute()
+            .await
+            .unwrap();
+        let br = must_link(&host, &got.bridge).await.unwrap();
+        host.link()
+            .set(LinkUnspec::new_with_index(br.index).down().build())
+            .execute()
+            .await
+            .unwrap();
+        let broken = inside(&got.namespace, &got.tap);
+        assert!(
+            !broken.0.as_ref().unwrap().up && !broken.2,
+            "the breakage took: {broken:?}"
+        );
+        plumb(&spec).await.expect("plumb repairing state");
+        assert_plumbed(&spec, &got).await;
+
+        // The tap moved out to the host namespace: plumb moves it back.
+        let home = File::open("/proc/thread-self/ns/net").unwrap();
+        in_ns(&spec, move |h, tap| async move {
+            let msg = LinkUnspec::new_with_index(tap.index)
+                .setns_by_fd(home.as_raw_fd())
+                .build();
+            h.link().set(msg).execute().await?;
+            Ok(())
+        });
+        assert!(
+            link_by_name(&host, &got.tap).await.unwrap().is_some(),
+            "tap moved out"
+        );
+        plumb(&spec).await.expect("plumb moving the tap back");
+        assert_plumbed(&spec, &got).await;
+
+        // The veth pair deleted: plumb recreates it.
+        let hs = link_by_name(&host, &got.host_side).await.unwrap().unwrap();
+        host.link().del(hs.header.index).execute().await.unwrap();
+        assert!(
+            inside(&got.namespace, &got.tap).0.is_none(),
+            "tap went with its peer"
+        );
+        plumb(&spec).await.expect("plumb recreating the pair");
+        assert_plumbed(&spec, &got).await;
+
+        // Changed port data (new address set, no MTU change): applied.
+        let mut changed = spec.clone();
+        changed.addresses = vec!["10.77.0.3/24".parse().unwrap()];
+        changed.mac = [0xfa, 0x16, 0x3e, 0, 0, 7];
+        plumb(&changed).await.expect("plumb with changed port");
+        assert_plumbed(&changed, &got).await;
+
+        // unplumb finds the custom bridge through the host side's master.
+        unplumb(&spec.network_id, &spec.port_id, true)
+            .await
+            .expect("unplumb");
+        assert_gone(&spec, &net.bridge()).await;
+        unplumb(&spec.network_id, &spec.port_id, true)
+            .await
+            .expect("unplumb of nothing");
+    }
+
+    #[tokio::test]
+    async fn default_bridge_is_brq_and_kept_while_it_has_ports() {
+        let mut net = TestNet::new();
+        net.spec.bridge = None;
+        net.spec.mtu = None;
+        let spec = net.spec.clone();
+        // The guard removes the default bridge.
+        net.spec.bridge = Some(bridge_name(&spec.network_id));
+
+        let got = plumb(&spec).await.expect("plumb");
+        assert_eq!(got.bridge, bridge_name(&spec.network_id));
+        let host = connect().unwrap();
+        let tap = inside(&got.namespace, &got.tap)
+            .0
+            .expect("tap in namespace");
+        assert_eq!(tap.mtu, Some(1500), "veth default MTU left alone");
+
+        // Another port on the bridge keeps it alive through unplumb.
+        // (a veth: this kernel may lack the dummy driver)
+        let other = format!(
+            "xdtd{:08x}",
+            RandomState::new().build_hasher().finish() as u32
+        );
+        let br = must_link(&host, &got.bridge).await.unwrap();
+        host.link()
+            .add(
+                LinkVeth::new(&other, &format!("{other}p"))
+                    .controller(br.index)
+                    .build(),
+            )
+            .execute()
+            .await
+            .unwrap();
+
+        unplumb(&spec.network_id, &spec.port_id, true)
+            .await
+            .expect("unplumb");
+        assert!(!namespace_exists(&got.namespace), "namespace gone");
+        assert!(
+            link_by_name(&host, &got.bridge).await.unwrap().is_some(),
+            "bridge kept"
+        );
+
+        let o = link_by_name(&host, &other).await.unwrap().unwrap();
+        host.link().del(o.header.index).execute().await.unwrap();
+        assert!(
+            remove_bridge_if_unused(&got.bridge).await.unwrap(),
+            "bridge removed"
+        );
+        assert_gone(&spec, &got.bridge).await;
+    }
+}

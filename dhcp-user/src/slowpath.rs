@@ -1,0 +1,371 @@
+//! The slow path: what the XDP program passes up in one served namespace.
+//!
+//! One thread per namespace reads DHCP requests from an AF_PACKET socket on the
+//! DHCP device and answers per RFC 2131 from the same maps as the fast path,
+//! with the same reply builder: RELEASE and DECLINE are recorded, INFORM gets
+//! an ACK without lease time, DISCOVER/REQUEST the fast path's reply, unknown
+//! clients nothing (and a rate-limited log line).
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::Sender,
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use dhcp_ebpf::{ClientKey, OPTS_MAX};
+use dhcproto::{v4, Decodable, Decoder};
+
+use crate::{
+    ebpf::Maps,
+    model::format_mac,
+    netns,
+    reply::{self, Decision, LeaseView, Request},
+};
+
+/// Counters of the slow path (the JSON keys of `xdhcp stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Replies,
+    Releases,
+    Declines,
+    Informs,
+    Unknown,
+    Dropped,
+}
+
+impl Counter {
+    /// Every counter, in display order.
+    pub const ALL: [Counter; 6] = [
+        Counter::Replies,
+        Counter::Releases,
+        Counter::Declines,
+        Counter::Informs,
+        Counter::Unknown,
+        Counter::Dropped,
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Replies => "slow_replies",
+            Counter::Releases => "slow_releases",
+            Counter::Declines => "slow_declines",
+            Counter::Informs => "slow_informs",
+            Counter::Unknown => "slow_unknown_clients",
+            Counter::Dropped => "slow_dropped",
+        }
+    }
+}
+
+/// What the slow path tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Count(Counter),
+    /// The client gave its lease back.
+    Released {
+        net: u32,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    },
+    /// The client found its address in use.
+    Declined {
+        net: u32,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    },
+}
+
+/// A running slow path; stops when dropped.
+pub struct SlowPath {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for SlowPath {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the slow path for network `net` on device `ifname` in namespace `ns`.
+pub fn spawn(
+    ns: &str,
+    ifname: &str,
+    net: u32,
+    pin_dir: PathBuf,
+    events: Sender<Event>,
+) -> Result<SlowPath> {
+    // Sockets belong to the namespace they are created in.
+    let (raw, udp) = {
+        let _inside = netns::enter(ns)?;
+        let raw =
+            packet_socket(ifname).with_context(|| format!("packet socket on {ifname} in {ns}"))?;
+        // Holds port 67 so the stack does not answer passed-up unicast
+        // requests with ICMP port unreachable.
+        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67))
+            .with_context(|| format!("binding UDP 67 in {ns}"))?;
+        udp.set_nonblocking(true)?;
+        (raw, udp)
+    };
+    let maps = Maps::open(&pin_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let name = format!("slow-{ns}");
+    let thread = std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            let mut worker = Worker {
+                raw,
+                udp,
+                maps,
+                net,
+                events,
+                last_unknown_log: None,
+            };
+            worker.run(&stop2);
+        })?;
+    Ok(SlowPath {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn packet_socket(ifname: &str) -> Result<OwnedFd> {
+    let c = std::ffi::CString::new(ifname)?;
+    // SAFETY: plain libc calls with checked results.
+    unsafe {
+        let ifindex = libc::if_nametoindex(c.as_ptr());
+        anyhow::ensure!(ifindex != 0, "no device {ifname}");
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex as i32;
+        let rc = libc::bind(
+            fd.as_raw_fd(),
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        anyhow::ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+        Ok(fd)
+    }
+}
+
+struct Worker {
+    raw: OwnedFd,
+    udp: UdpSocket,
+    maps: Maps,
+    net: u32,
+    events: Sender<Event>,
+    last_unknown_log: Option<Instant>,
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; 9216];
+        let mut drain = [0u8; 1500];
+        while !stop.load(Ordering::Relaxed) {
+            let mut pfd = libc::pollfd {
+                fd: self.raw.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                continue;
+            }
+            while self.udp.recv_from(&mut drain).is_ok() {}
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: buffer and address are valid for their lengths.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.raw.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    &mut from as *mut _ as *mut libc::sockaddr,
+                    &mut from_len,
+                )
+            };
+            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            if let Err(e) = self.handle(&buf[..n as usize]) {
+                tracing::debug!(net = self.net, "slow path dropped a request: {e:#}");
+                self.count(Counter::Dropped);
+            }
+        }
+    }
+
+    fn count(&self, c: Counter) {
+        let _ = self.events.send(Event::Count(c));
+    }
+
+    /// Answers one frame; `Ok` also for frames that are not for us.
+    fn handle(&mut self, frame: &[u8]) -> Result<()> {
+        let Some((l2_len, payload)) = dhcp_payload(frame) else {
+            return Ok(());
+        };
+        let msg = v4::Message::decode(&mut Decoder::new(payload)).context("dhcproto")?;
+        if msg.opcode() != v4::Opcode::BootRequest {
+            return Ok(());
+        }
+        let req = Request::parse(payload)?;
+        let mac = req.mac();
+        let relayed = !req.giaddr.is_unspecified();
+        if !relayed && frame[6..12] != mac {
+            anyhow::bail!("Ethernet source differs from chaddr {}", format_mac(&mac));
+        }
+        let key = ClientKey::new(self.net, mac);
+        let lease = self.maps.leases.get(&key, 0).ok();
+        let cfg = self
+            .maps
+            .nets
+            .get(&self.net, 0)
+            .context("network not configured")?;
+        if relayed && cfg.flags & dhcp_ebpf::NET_RELAY_OK == 0 {
+            return Ok(());
+        }
+        let Some(lease) = lease else {
+            self.count(Counter::Unknown);
+            let quiet = self
+                .last_unknown_log
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+            if !quiet {
+                tracing::info!(net = self.net, mac = %format_mac(&mac), "no port for this client: not answered");
+                self.last_unknown_log = Some(Instant::now());
+            }
+            return Ok(());
+        };
+        let blob = self
+            .maps
+            .opts
+            .get(&lease.opts_id, 0)
+            .context("the lease's options are missing")?;
+        let blob = &blob.bytes[..(blob.len as usize).min(OPTS_MAX)];
+        let view = LeaseView {
+            ip: Ipv4Addr::from(lease.ip),
+            server_ip: Ipv4Addr::from(lease.server_ip),
+            siaddr: Ipv4Addr::from(lease.siaddr),
+            hostname: &lease.hostname[..(lease.hostname_len as usize).min(lease.hostname.len())],
+            blob,
+        };
+        let l2 = &frame[..l2_len];
+        match req.msg_type {
+            reply::DHCPDISCOVER | reply::DHCPREQUEST => {
+                let Decision::Reply(t) = reply::decide(&req, &view) else {
+                    return Ok(());
+                };
+                let mut out = reply::frame(l2, cfg.server_mac, &req, &view, t);
+                if out.len() - l2_len > reply::max_reply_ip_len(&req) {
+                    // Too big for the client: keep what it asked for (option 55).
+                    let asked: Vec<u8> = msg
+                        .opts()
+                        .get(v4::OptionCode::ParameterRequestList)
+                        .map_or(vec![], |o| match o {
+                            v4::DhcpOption::ParameterRequestList(codes) => {
+                                codes.iter().map(|c| u8::from(*c)).collect()
+                            }
+                            _ => vec![],
+                        });
+                    let drop: Vec<u8> = reply::tlvs(blob)
+                        .iter()
+                        .map(|(c, _)| *c)
+                        .filter(|c| ![1, 51, 58, 59].contains(c) && !asked.contains(c))
+                        .collect();
+                    let trimmed = reply::without(blob, &drop);
+                    out = reply::frame(
+                        l2,
+                        cfg.server_mac,
+                        &req,
+                        &LeaseView {
+                            blob: &trimmed,
+                            ..view
+                        },
+                        t,
+                    );
+                    anyhow::ensure!(
+                        out.len() - l2_len <= reply::max_reply_ip_len(&req),
+                        "the reply to {} does not fit the client's {} bytes",
+                        format_mac(&mac),
+                        reply::max_reply_ip_len(&req)
+                    );
+                }
+                self.send(&out)?;
+                self.count(Counter::Replies);
+            }
+            reply::DHCPRELEASE => {
+                let _ = self.events.send(Event::Released {
+                    net: self.net,
+                    mac,
+                    ip: req.ciaddr,
+                });
+                self.count(Counter::Releases);
+            }
+            reply::DHCPDECLINE => {
+                let ip = req.requested_ip.unwrap_or(view.ip);
+                let _ = self.events.send(Event::Declined {
+                    net: self.net,
+                    mac,
+                    ip,
+                });
+                self.count(Counter::Declines);
+            }
+            reply::DHCPINFORM => {
+                let body = reply::inform_payload(&req, &view);
+                let dst = reply::destination(&req, view.ip, reply::DHCPACK);
+                self.send(&reply::wrap(l2, cfg.server_mac, view.server_ip, dst, &body))?;
+                self.count(Counter::Informs);
+                self.count(Counter::Replies);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::send(self.raw.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        anyhow::ensure!(
+            n == frame.len() as isize,
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+}
+
+/// The L2 header length and UDP payload of an IPv4/UDP frame to port 67.
+pub fn dhcp_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
+    let mut l3 = 14;
+    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    while ethertype == 0x8100 || ethertype == 0x88a8 {
+        ethertype = u16::from_be_bytes([*frame.get(l3 + 2)?, *frame.get(l3 + 3)?]);
+        l3 += 4;
+    }
+    if ethertype != 0x0800 || frame.get(l3 + 9)? != &17 {
+        return None;
+    }
+    let ihl = ((frame.get(l3)? & 0x0f) as usize) * 4;
+    let udp = l3 + ihl;
+    if frame.get(udp + 2..udp + 4)? != [0, 67] {
+        return None;
+    }
+    let len = u16::from_be_bytes([*frame.get(udp + 4)?, *frame.get(udp + 5)?]) as usize;
+    Some((l3, frame.get(udp + 8..udp + len.max(8))?))
+}

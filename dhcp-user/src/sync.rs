@@ -1,0 +1,492 @@
+//! From the port database to the fast path's maps, incrementally.
+//!
+//! [`Model`] holds the database's networks, subnets and ports; [`Model::plan`]
+//! turns one network into the map entries it needs; [`Sync`] writes only the
+//! entries that differ from what the maps hold, so one changed port is one
+//! LEASES update (plus an OPTS insert when its option blob is new).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context, Result};
+use dhcp_ebpf::{ClientKey, Lease, NetConfig, OptsBlob, HOSTNAME_MAX, NET_RELAY_OK, OPTS_MAX};
+use ipnet::Ipv4Net;
+
+use crate::{
+    config::AgentConfig,
+    ebpf::Maps,
+    extra_opts::{self, Encoded},
+    model::{parse_mac, v4, Network, Port, Snapshot, Subnet},
+    options::{ReplyOptions, Route},
+};
+
+/// The metadata service's address, routed via the DHCP port on isolated subnets.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The database's contents, indexed for the sync.
+#[derive(Debug, Default, Clone)]
+pub struct Model {
+    pub networks: HashMap<String, Network>,
+    pub subnets: HashMap<String, Subnet>,
+    pub ports: HashMap<String, Port>,
+    /// network id → ids of its ports.
+    pub ports_by_net: HashMap<String, HashSet<String>>,
+}
+
+/// One client's entry, before it gets an option-blob id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedLease {
+    pub port_id: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
+    pub lease_secs: u32,
+    pub hostname: Vec<u8>,
+    pub blob: Vec<u8>,
+}
+
+/// What one served network needs in the maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedNet {
+    pub network_id: String,
+    pub dhcp_port_id: String,
+    pub server_mac: [u8; 6],
+    /// The DHCP port's IPv4 addresses with their subnets' prefixes.
+    pub server_addrs: Vec<Ipv4Net>,
+    pub mtu: Option<u32>,
+    pub leases: Vec<PlannedLease>,
+}
+
+impl Model {
+    /// Indexes a snapshot.
+    pub fn from_snapshot(s: Snapshot) -> Self {
+        let mut m = Model::default();
+        for n in s.networks {
+            m.networks.insert(n.id.clone(), n);
+        }
+        for sn in s.subnets {
+            m.subnets.insert(sn.id.clone(), sn);
+        }
+        for p in s.ports {
+            m.put_port(p);
+        }
+        m
+    }
+
+    /// Inserts or replaces a port.
+    pub fn put_port(&mut self, p: Port) {
+        self.remove_port(&p.id);
+        self.ports_by_net
+            .entry(p.network_id.clone())
+            .or_default()
+            .insert(p.id.clone());
+        self.ports.insert(p.id.clone(), p);
+    }
+
+    /// Removes a port; returns it.
+    pub fn remove_port(&mut self, id: &str) -> Option<Port> {
+        let old = self.ports.remove(id)?;
+        if let Some(set) = self.ports_by_net.get_mut(&old.network_id) {
+            set.remove(id);
+        }
+        Some(old)
+    }
+
+    /// The ports of a network, in id order (deterministic plans).
+    pub fn ports_of(&self, network_id: &str) -> Vec<&Port> {
+        let mut v: Vec<&Port> = self
+            .ports_by_net
+            .get(network_id)
+            .map(|ids| ids.iter().filter_map(|id| self.ports.get(id)).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The network's IPv4 subnets with DHCP enabled.
+    fn dhcp_subnets(&self, network_id: &str) -> Vec<(&Subnet, Ipv4Net)> {
+        let mut v: Vec<_> = self
+            .subnets
+            .values()
+            .filter(|s| s.network_id == network_id && s.ip_version == 4 && s.enable_dhcp)
+            .filter_map(|s| s.cidr.parse::<Ipv4Net>().ok().map(|net| (s, net)))
+            .collect();
+        v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        v
+    }
+
+    /// The network's DHCP port: the first one (by id) that is up.
+    pub fn dhcp_port(&self, network_id: &str) -> Option<&Port> {
+        self.ports_of(network_id)
+            .into_iter()
+            .find(|p| p.is_dhcp() && p.admin_state_up)
+    }
+
+    /// Everything network `network_id` needs, or `None` when it is not served
+    /// (no DHCP port, no DHCP-enabled IPv4 subnet). Ports that cannot be served
+    /// (bad MAC, an extra option that does not encode) are left out with a warning.
+    pub fn plan(&self, network_id: &str, cfg: &AgentConfig) -> Option<PlannedNet> {
+        let network = self.networks.get(network_id)?;
+        let subnets = self.dhcp_subnets(network_id);
+        if subnets.is_empty() {
+            return None;
+        }
+        let dhcp = self.dhcp_port(network_id)?;
+        let server_mac = parse_mac(&dhcp.mac_address)?;
+        let server_ip_on = |subnet_id: &str| {
+            dhcp.fixed_ips
+                .iter()
+                .find(|f| f.subnet_id == subnet_id)
+                .and_then(|f| v4(&f.ip_address))
+        };
+        let server_addrs = subnets
+            .iter()
+            .filter_map(|(s, net)| Ipv4Net::new(server_ip_on(&s.id)?, net.prefix_len()).ok())
+            .collect();
+        // Subnets a router is on are not isolated (Neutron's definition).
+        let routed: HashSet<&str> = self
+            .ports_of(network_id)
+            .into_iter()
+            .filter(|p| p.is_router())
+            .flat_map(|p| p.fixed_ips.iter().map(|f| f.subnet_id.as_str()))
+            .collect();
+        let mut leases = Vec::new();
+        for port in self.ports_of(network_id) {
+            if port.is_dhcp() || !port.admin_state_up {
+                continue;
+            }
+            match self.plan_port(port, network, &subnets, &server_ip_on, &routed, cfg) {
+                Ok(Some(l)) => leases.push(l),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(port = %port.id, network = %network_id, "not served: {e:#}")
+                }
+            }
+        }
+        Some(PlannedNet {
+            network_id: network_id.to_string(),
+            dhcp_port_id: dhcp.id.clone(),
+            server_mac,
+            server_addrs,
+            mtu: network.mtu,
+            leases,
+        })
+    }
+
+    fn plan_port(
+        &self,
+        port: &Port,
+        network: &Network,
+        subnets: &[(&Subnet, Ipv4Net)],
+        server_ip_on: &dyn Fn(&str) -> Option<Ipv4Addr>,
+        routed: &HashSet<&str>,
+        cfg: &AgentConfig,
+    ) -> Result<Option<PlannedLease>> {
+        let mac = parse_mac(&port.mac_address)
+            .with_context(|| format!("mac_address {:?} is not a MAC", port.mac_address))?;
+        // The first IPv4 address on a DHCP-enabled subnet, as dnsmasq's hosts file has it.
+        let Some((subnet, net, ip)) = port.fixed_ips.iter().find_map(|f| {
+            let ip = v4(&f.ip_address)?;
+            let (s, net) = subnets.iter().find(|(s, _)| s.id == f.subnet_id)?;
+            Some((*s, *net, ip))
+        }) else {
+            return Ok(None);
+        };
+        let server_ip = server_ip_on(&subnet.id)
+            .with_context(|| format!("the DHCP port has no address on subnet {}", subnet.id))?;
+        let mut routes: Vec<Route> = Vec::new();
+        for r in &subnet.host_routes {
+            if let (Ok(dest), Some(via)) = (r.destination.parse::<Ipv4Net>(), v4(&r.nexthop)) {
+                routes.push(Route {
+                    dest: dest.network(),
+                    prefix: dest.prefix_len(),
+                    via,
+                });
+            }
+        }
+        let isolated = !routed.contains(subnet.id.as_str());
+        if cfg.force_metadata || (cfg.enable_isolated_metadata && isolated) {
+            routes.push(Route {
+                dest: METADATA_IP,
+                prefix: 32,
+                via: server_ip,
+            });
+        }
+        let mut dns: Vec<Ipv4Addr> = subnet.dns_nameservers.iter().filter_map(v4).collect();
+        if dns.is_empty() {
+            dns = cfg.dnsmasq_dns_servers.clone();
+        }
+        let mut siaddr = Ipv4Addr::UNSPECIFIED;
+        let mut extra = Vec::new();
+        for o in port.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
+            match extra_opts::encode(&o.opt_name, &o.opt_value)
+                .with_context(|| format!("extra_dhcp_opt {}={}", o.opt_name, o.opt_value))?
+            {
+                Encoded::Option(code, value) => extra.push((code, value)),
+                Encoded::Siaddr(a) => siaddr = a,
+            }
+        }
+        let lease_secs = cfg.lease_secs();
+        let blob = ReplyOptions {
+            lease_secs,
+            prefix_len: net.prefix_len(),
+            router: subnet.gateway_ip.as_ref().and_then(v4),
+            dns,
+            domain: (!cfg.dns_domain.is_empty()).then(|| cfg.dns_domain.clone()),
+            mtu: network.mtu.and_then(|m| u16::try_from(m).ok()),
+            broadcast: Some(net.broadcast()),
+            routes,
+            extra,
+        }
+        .encode()?;
+        Ok(Some(PlannedLease {
+            port_id: port.id.clone(),
+            mac,
+            ip,
+            server_ip,
+            siaddr,
+            lease_secs,
+            hostname: hostname(port, ip),
+            blob,
+        }))
+    }
+}
+
+/// Option 12: the port's dns_name, else Neutron's `host-a-b-c-d`.
+pub fn hostname(port: &Port, ip: Ipv4Addr) -> Vec<u8> {
+    let name = match port.dns_name.as_deref() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => format!("host-{}", ip.to_string().replace('.', "-")),
+    };
+    let mut b = name.into_bytes();
+    b.truncate(HOSTNAME_MAX);
+    b
+}
+
+/// Option blobs shared by every lease with the same content.
+#[derive(Debug, Default)]
+struct Blobs {
+    by_content: HashMap<Vec<u8>, (u32, usize)>,
+    by_id: HashMap<u32, Vec<u8>>,
+    next_id: u32,
+}
+
+/// Writes plans into the maps, touching only what differs.
+pub struct Sync {
+    pub maps: Maps,
+    /// network id → (net id, planned network) as written.
+    written: HashMap<String, (u32, PlannedNet)>,
+    /// ClientKey → (lease as written, blob content).
+    leases: HashMap<ClientKey, (Lease, Vec<u8>)>,
+    blobs: Blobs,
+    /// Map updates made (the tests and the change-to-answer bench read it).
+    pub updates: u64,
+    /// Answer relayed requests on the fast path (NET_RELAY_OK).
+    relay_ok: bool,
+}
+
+impl Sync {
+    /// Adopts what the (pinned, possibly non-empty) maps already hold, so a
+    /// restart rewrites nothing that is still right.
+    pub fn adopt(mut maps: Maps, relay_ok: bool) -> Result<Self> {
+        let mut blobs = Blobs {
+            next_id: 1,
+            ..Default::default()
+        };
+        for entry in maps.opts.iter() {
+            let (id, blob) = entry.context("reading OPTS")?;
+            let content = blob.bytes[..(blob.len as usize).min(OPTS_MAX)].to_vec();
+            blobs.next_id = blobs.next_id.max(id + 1);
+            blobs.by_content.entry(content.clone()).or_insert((id, 0));
+            blobs.by_id.insert(id, content);
+        }
+        let mut leases = HashMap::new();
+        for entry in maps.leases.iter() {
+            let (key, lease) = entry.context("reading LEASES")?;
+            let content = blobs.by_id.get(&lease.opts_id).cloned().unwrap_or_default();
+            if let Some((_, refs)) = blobs.by_content.get_mut(&content) {
+                *refs += 1;
+            }
+            leases.insert(key, (lease, content));
+        }
+        // Blobs no lease refers to, and duplicates of a content: drop them.
+        let keep: HashSet<u32> = blobs.by_content.values().map(|(id, _)| *id).collect();
+        for id in blobs.by_id.keys().copied().collect::<Vec<_>>() {
+            if !keep.contains(&id) {
+                maps.opts.remove(&id).ok();
+                blobs.by_id.remove(&id);
+            }
+        }
+        Ok(Self {
+            maps,
+            written: HashMap::new(),
+            leases,
+            blobs,
+            updates: 0,
+            relay_ok,
+        })
+    }
+
+    /// Makes the maps hold exactly `plans` (network id → (net id, plan)):
+    /// the start-up reconcile.
+    pub fn reconcile(&mut self, plans: BTreeMap<String, (u32, PlannedNet)>) -> Result<()> {
+        let wanted: HashSet<ClientKey> = plans
+            .values()
+            .flat_map(|(net, p)| p.leases.iter().map(move |l| ClientKey::new(*net, l.mac)))
+            .collect();
+        let stale: Vec<ClientKey> = self
+            .leases
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.remove_lease(&key)?;
+        }
+        let wanted_nets: HashSet<u32> = plans.values().map(|(n, _)| *n).collect();
+        let stale_nets: Vec<u32> = self
+            .maps
+            .nets
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|n| !wanted_nets.contains(n))
+            .collect();
+        for net in stale_nets {
+            self.maps.nets.remove(&net).ok();
+        }
+        for (network_id, (net, plan)) in plans {
+            self.apply(&network_id, net, Some(plan))?;
+        }
+        Ok(())
+    }
+
+    /// Brings one network to `plan` (`None`: no longer served).
+    pub fn apply(&mut self, network_id: &str, net: u32, plan: Option<PlannedNet>) -> Result<()> {
+        let old = self.written.remove(network_id);
+        let old_keys: HashSet<ClientKey> = old
+            .iter()
+            .flat_map(|(n, p)| p.leases.iter().map(move |l| ClientKey::new(*n, l.mac)))
+            .collect();
+        let Some(plan) = plan else {
+            for key in old_keys {
+                self.remove_lease(&key)?;
+            }
+            self.maps.nets.remove(&net).ok();
+            return Ok(());
+        };
+        let cfg = NetConfig {
+            server_mac: plan.server_mac,
+            flags: if self.relay_ok { NET_RELAY_OK } else { 0 },
+        };
+        if self.maps.nets.get(&net, 0).ok() != Some(cfg) {
+            self.maps
+                .nets
+                .insert(net, cfg, 0)
+                .with_context(|| format!("NETS update for network {network_id}"))?;
+            self.updates += 1;
+        }
+        let mut new_keys = HashSet::new();
+        for l in &plan.leases {
+            let key = ClientKey::new(net, l.mac);
+            new_keys.insert(key);
+            self.put_lease(key, l)
+                .with_context(|| format!("port {} on network {network_id}", l.port_id))?;
+        }
+        for key in old_keys.difference(&new_keys) {
+            self.remove_lease(key)?;
+        }
+        self.written.insert(network_id.to_string(), (net, plan));
+        Ok(())
+    }
+
+    fn put_lease(&mut self, key: ClientKey, l: &PlannedLease) -> Result<()> {
+        if let Some((lease, content)) = self.leases.get(&key) {
+            if *content == l.blob && same_lease(lease, l) {
+                return Ok(());
+            }
+        }
+        let opts_id = self.acquire_blob(&l.blob)?;
+        let mut lease = Lease {
+            ip: l.ip.octets(),
+            server_ip: l.server_ip.octets(),
+            siaddr: l.siaddr.octets(),
+            lease_secs: l.lease_secs,
+            opts_id,
+            hostname_len: l.hostname.len() as u8,
+            _pad: [0; 3],
+            hostname: [0; HOSTNAME_MAX],
+        };
+        lease.hostname[..l.hostname.len()].copy_from_slice(&l.hostname);
+        self.maps
+            .leases
+            .insert(key, lease, 0)
+            .context("LEASES update")?;
+        self.updates += 1;
+        if let Some((_, old_content)) = self.leases.insert(key, (lease, l.blob.clone())) {
+            self.release_blob(&old_content);
+        }
+        Ok(())
+    }
+
+    fn remove_lease(&mut self, key: &ClientKey) -> Result<()> {
+        if let Some((_, content)) = self.leases.remove(key) {
+            self.maps.leases.remove(key).ok();
+            self.updates += 1;
+            self.release_blob(&content);
+        }
+        Ok(())
+    }
+
+    fn acquire_blob(&mut self, content: &[u8]) -> Result<u32> {
+        if let Some((id, refs)) = self.blobs.by_content.get_mut(content) {
+            *refs += 1;
+            return Ok(*id);
+        }
+        let id = self.blobs.next_id;
+        self.blobs.next_id += 1;
+        let mut blob = OptsBlob {
+            len: content.len() as u16,
+            _pad: [0; 2],
+            bytes: [0; OPTS_MAX],
+        };
+        blob.bytes[..content.len()].copy_from_slice(content);
+        self.maps.opts.insert(id, blob, 0).context("OPTS update")?;
+        self.updates += 1;
+        self.blobs.by_content.insert(content.to_vec(), (id, 1));
+        self.blobs.by_id.insert(id, content.to_vec());
+        Ok(id)
+    }
+
+    fn release_blob(&mut self, content: &[u8]) {
+        if let Some((id, refs)) = self.blobs.by_content.get_mut(content) {
+            *refs = refs.saturating_sub(1);
+            if *refs == 0 {
+                let id = *id;
+                self.blobs.by_content.remove(content);
+                self.blobs.by_id.remove(&id);
+                self.maps.opts.remove(&id).ok();
+            }
+        }
+    }
+
+    /// The plan last written for a network.
+    pub fn written(&self, network_id: &str) -> Option<&(u32, PlannedNet)> {
+        self.written.get(network_id)
+    }
+
+    /// Networks currently written.
+    pub fn networks(&self) -> impl Iterator<Item = (&String, &(u32, PlannedNet))> {
+        self.written.iter()
+    }
+}
+
+fn same_lease(a: &Lease, l: &PlannedLease) -> bool {
+    a.ip == l.ip.octets()
+        && a.server_ip == l.server_ip.octets()
+        && a.siaddr == l.siaddr.octets()
+        && a.lease_secs == l.lease_secs
+        && a.hostname[..a.hostname_len as usize] == l.hostname[..]
+}

@@ -1,0 +1,355 @@
+//! A small cloud for end-to-end tests: a port database, the `xdhcp` daemon as
+//! a process (plumbing qdhcp namespaces onto one test bridge), and "VM"
+//! namespaces whose veth sits on that bridge with a Neutron port's MAC.
+//! Everything is uniquely named and removed on drop.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use xdhcp::netns::{ip, TempNs};
+
+use crate::RawSocket;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// The `xdhcp` binary (built by `cargo test` for the dhcp-user package).
+pub fn xdhcp_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("xdhcp");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --release -p dhcp-user`",
+        bin.display()
+    );
+    bin
+}
+
+/// A network of the test cloud.
+#[derive(Debug, Clone)]
+pub struct Net {
+    pub id: String,
+    pub subnet_id: String,
+    pub dhcp_port_id: String,
+    pub dhcp_mac: [u8; 6],
+    pub cidr: String,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+}
+
+/// A VM port.
+#[derive(Debug, Clone)]
+pub struct VmPort {
+    pub id: String,
+    pub network_id: String,
+    pub subnet_id: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+}
+
+/// One test cloud.
+pub struct Cloud {
+    pub tag: String,
+    pub db: PathBuf,
+    pub bpffs: PathBuf,
+    pub bridge: String,
+    pub log: PathBuf,
+    daemon: Option<Child>,
+    pub nets: Vec<Net>,
+    vms: Vec<TempNs>,
+    host_veths: Vec<String>,
+}
+
+fn hex_id(tag: &str, kind: u8, n: u32) -> String {
+    // First 11 characters unique per test run: tap/ns- names derive from them.
+    format!("{tag}{kind:x}{n:02x}-0000-4000-8000-{:012x}", n)
+}
+
+fn mac_str(mac: &[u8; 6]) -> String {
+    xdhcp::model::format_mac(mac)
+}
+
+impl Cloud {
+    /// An empty cloud with unique names.
+    pub fn new() -> Self {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{:06x}{:x}", std::process::id() & 0xff_ffff, n % 16);
+        let tag: String = tag.chars().take(7).collect();
+        Self {
+            db: PathBuf::from(format!("/tmp/xdhcp-test-{tag}.db")),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/xdhcp-t{tag}")),
+            bridge: format!("xbr{tag}"),
+            log: PathBuf::from(format!("/tmp/xdhcp-test-{tag}.log")),
+            tag,
+            daemon: None,
+            nets: Vec::new(),
+            vms: Vec::new(),
+            host_veths: Vec::new(),
+        }
+    }
+
+    /// Network `i` (0-based): 10.<i>.0.0/24 unless `cidr_base` overrides the second octet.
+    pub fn net(&mut self, second_octet: u8) -> Net {
+        let i = self.nets.len() as u32;
+        let net = Net {
+            id: hex_id(&self.tag, 1, i),
+            subnet_id: hex_id(&self.tag, 2, i),
+            dhcp_port_id: hex_id(&self.tag, 3, i),
+            dhcp_mac: [0xfa, 0x16, 0x3e, 0xd0, i as u8, 0x02],
+            cidr: format!("10.{second_octet}.0.0/24"),
+            prefix: 24,
+            gateway: Ipv4Addr::new(10, second_octet, 0, 1),
+            server_ip: Ipv4Addr::new(10, second_octet, 0, 2),
+        };
+        self.nets.push(net.clone());
+        net
+    }
+
+    /// A VM port on `net` with host number `host`.
+    pub fn vm_port(&self, net: &Net, host: u8) -> VmPort {
+        let octets = net.server_ip.octets();
+        VmPort {
+            id: hex_id(
+                &self.tag,
+                4,
+                (self.nets.iter().position(|n| n.id == net.id).unwrap() as u32) << 8 | host as u32,
+            ),
+            network_id: net.id.clone(),
+            subnet_id: net.subnet_id.clone(),
+            mac: [0xfa, 0x16, 0x3e, octets[1], 0x00, host],
+            ip: Ipv4Addr::new(octets[0], octets[1], octets[2], host),
+        }
+    }
+
+    /// Neutron JSON for a network with its subnet and DHCP port.
+    pub fn net_json(&self, net: &Net) -> Value {
+        json!({
+            "networks": [{"id": net.id, "name": format!("test-{}", net.id), "mtu": 1450}],
+            "subnets": [{
+                "id": net.subnet_id, "network_id": net.id, "ip_version": 4, "cidr": net.cidr,
+                "gateway_ip": net.gateway.to_string(), "enable_dhcp": true,
+                "dns_nameservers": ["10.99.0.53"],
+                "host_routes": [{"destination": "192.168.77.0/24", "nexthop": net.gateway.to_string()}],
+                "allocation_pools": []
+            }],
+            "ports": [{
+                "id": net.dhcp_port_id, "network_id": net.id, "mac_address": mac_str(&net.dhcp_mac),
+                "device_owner": "network:dhcp", "admin_state_up": true,
+                "fixed_ips": [{"subnet_id": net.subnet_id, "ip_address": net.server_ip.to_string()}]
+            }]
+        })
+    }
+
+    /// Neutron JSON for VM ports.
+    pub fn ports_json(ports: &[&VmPort]) -> Value {
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id, "network_id": p.network_id, "mac_address": mac_str(&p.mac),
+                    "device_owner": "compute:nova", "admin_state_up": true,
+                    "fixed_ips": [{"subnet_id": p.subnet_id, "ip_address": p.ip.to_string()}]
+                })
+            })
+            .collect();
+        json!({ "ports": ports })
+    }
+
+    /// Runs `xdhcp ARGS…` against this cloud's database and bpffs.
+    pub fn xdhcp(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(xdhcp_bin());
+        cmd.arg("--db")
+            .arg(&self.db)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .args(args);
+        cmd.output().expect("running xdhcp")
+    }
+
+    /// `xdhcp import` of a JSON document; returns the output.
+    pub fn import(&self, doc: &Value) -> Output {
+        let file = PathBuf::from(format!(
+            "/tmp/xdhcp-import-{}-{}.json",
+            self.tag,
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let out = self.xdhcp(&["import", file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&file);
+        out
+    }
+
+    /// `xdhcp import` that must succeed.
+    pub fn import_ok(&self, doc: &Value) {
+        let out = self.import(doc);
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `xdhcp run --plumb --bridge <test bridge>` (plus `extra`).
+    pub fn start(&mut self, plumb: bool) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(xdhcp_bin());
+        cmd.arg("--db")
+            .arg(&self.db)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("run");
+        if plumb {
+            cmd.args(["--plumb", "--bridge", &self.bridge]);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", "info");
+        self.daemon = Some(cmd.spawn().expect("starting xdhcp run"));
+    }
+
+    /// Stops the daemon with SIGTERM (or SIGKILL with `kill9`) and waits for it.
+    pub fn stop(&mut self, kill9: bool) {
+        if let Some(mut child) = self.daemon.take() {
+            let sig = if kill9 { libc::SIGKILL } else { libc::SIGTERM };
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+            let _ = child.wait();
+        }
+    }
+
+    /// The daemon's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `net` has a pinned attachment.
+    pub fn wait_attached(&self, net: &Net, timeout: Duration) -> Result<()> {
+        let pin = self.bpffs.join("links").join(&net.id);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pin.exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "network {} not attached after {timeout:?}; daemon log:\n{}",
+            net.id,
+            self.log()
+        )
+    }
+
+    /// A VM namespace with `eth0` (MAC of `port`) on the test bridge, and a
+    /// raw socket on it.
+    pub fn vm(&mut self, port: &VmPort) -> Result<(usize, RawSocket)> {
+        let ns = TempNs::new(&format!("xvm{}", self.tag))?;
+        let i = self.vms.len();
+        let host = format!("xv{}{i}", self.tag);
+        let inner = format!("xi{}{i}", self.tag);
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+        self.host_veths.push(host.clone());
+        ip(&["link", "set", &inner, "netns", &ns.name])?;
+        ns.ip(&["link", "set", &inner, "name", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "address", &mac_str(&port.mac)])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ip(&["link", "set", &host, "master", &self.bridge])?;
+        ip(&["link", "set", &host, "up"])?;
+        let sock = {
+            let _inside = ns.enter()?;
+            RawSocket::bind("eth0")?
+        };
+        self.vms.push(ns);
+        Ok((i, sock))
+    }
+
+    /// The namespace of VM `i`.
+    pub fn vm_ns(&self, i: usize) -> &TempNs {
+        &self.vms[i]
+    }
+
+    /// `xdhcp stats --json`.
+    pub fn stats(&self) -> Value {
+        let out = self.xdhcp(&["stats", "--json"]);
+        assert!(
+            out.status.success(),
+            "xdhcp stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+}
+
+impl Default for Cloud {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.stop(false);
+        let _ = self.xdhcp(&["down"]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for net in &self.nets {
+            let _ = rt.block_on(xdhcp::plumb::unplumb(&net.id, &net.dhcp_port_id, false));
+        }
+        for host in &self.host_veths {
+            let _ = Command::new("ip").args(["link", "del", host]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        self.vms.clear();
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", self.db.display()));
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// Sends a DISCOVER (or `frame`) from a VM socket and waits for the reply with its xid.
+pub fn exchange(
+    sock: &RawSocket,
+    frame: &xdhcp::craft::RequestFrame,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    sock.send(&frame.bytes()).ok()?;
+    sock.recv_matching(timeout, |f| crate::is_dhcp_reply(f, frame.xid))
+}
+
+/// The DHCP message type (option 53) of a reply frame.
+pub fn msg_type(frame: &[u8]) -> Option<u8> {
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let p = &frame[14 + ihl + 8..];
+    let mut off = 240;
+    while off + 1 < p.len() {
+        match p[off] {
+            255 => return None,
+            0 => off += 1,
+            53 => return p.get(off + 2).copied(),
+            _ => off += 2 + p[off + 1] as usize,
+        }
+    }
+    None
+}
