@@ -98,17 +98,29 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     bpffs::ensure_dir(&opts.bpffs)?;
     std::fs::create_dir_all(links_dir(&opts.bpffs)).context("creating the links directory")?;
     write_pid_file(&opts.bpffs)?;
-    let (fast, adopted) = FastPath::open(&opts.bpffs)?;
+    // The verifier's pass over the fast path and reading the database take
+    // similar time: do them side by side.
+    let bpffs_dir = opts.bpffs.clone();
+    let loading = std::thread::spawn(move || FastPath::open(&bpffs_dir));
+    let data_version = db.data_version()?;
+    let (snapshot, seq) = db.snapshot_at()?;
+    let model = Model::from_snapshot(snapshot);
+    tracing::info!(
+        ports = model.ports.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database loaded"
+    );
+    let (fast, adopted) = loading
+        .join()
+        .map_err(|_| anyhow::anyhow!("the fast-path loader panicked"))??;
     tracing::info!(
         bpffs = %opts.bpffs.display(),
         adopted,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "fast path {} (maps and programs pinned)",
         if adopted { "adopted" } else { "loaded" }
     );
     let sync = Sync::adopt(fast.maps()?, cfg.enable_relay)?;
-    let data_version = db.data_version()?;
-    let (snapshot, seq) = db.snapshot_at()?;
-    let model = Model::from_snapshot(snapshot);
     let mut net_ids = HashMap::new();
     for (network, id) in db.net_ids()? {
         net_ids.insert(network, id);
@@ -354,7 +366,10 @@ impl Daemon {
                     if a.ifindex == ifindex && a.namespace == namespace => {}
                 (Some((ifname, ifindex)), _) => {
                     self.attached.remove(&network_id);
-                    if let Err(e) = self.attach(&network_id, net, &namespace, &ifname, ifindex) {
+                    if let Err(e) = self
+                        .attach(&network_id, net, &namespace, &ifname, ifindex)
+                        .await
+                    {
                         tracing::error!(network = %network_id, device = %ifname, "attaching: {e:#}");
                     }
                 }
@@ -377,19 +392,11 @@ impl Daemon {
             bridge: self.opts.bridge.clone(),
         };
         let done = plumb::plumb(&spec).await?;
-        // veth hands XDP_TX frames only to a peer that runs XDP.
-        let pin = links_dir(&self.opts.bpffs).join(format!("{PEER_PREFIX}{}", plan.network_id));
-        if !pin.exists() {
-            let (id, _) = ebpf::attach(self.fast.pass_program()?, &done.host_side)?;
-            let link = ebpf::take_link(self.fast.pass_program()?, id)?;
-            link.pin(&pin)
-                .with_context(|| format!("pinning {}", pin.display()))?;
-        }
         tracing::info!(network = %plan.network_id, namespace = %done.namespace, tap = %done.tap, bridge = %done.bridge, "plumbed");
         Ok(())
     }
 
-    fn attach(
+    async fn attach(
         &mut self,
         network_id: &str,
         net: u32,
@@ -412,6 +419,25 @@ impl Daemon {
             tracing::info!(network = %network_id, namespace, device = ifname, ?mode, "attached");
         } else {
             tracing::info!(network = %network_id, namespace, device = ifname, "adopted the pinned attachment");
+        }
+        // veth hands XDP_TX frames only to a peer that runs XDP.
+        match plumb::veth_peer_in_host(namespace, ifname).await {
+            Ok(Some(peer)) => {
+                let pin = links_dir(&self.opts.bpffs).join(format!("{PEER_PREFIX}{network_id}"));
+                let on_peer = pin.exists() && links::ifindex(&pin).map(|i| i != 0).unwrap_or(false);
+                if !on_peer {
+                    let _ = std::fs::remove_file(&pin);
+                    let (id, _) = ebpf::attach(self.fast.pass_program()?, &peer)?;
+                    let link = ebpf::take_link(self.fast.pass_program()?, id)?;
+                    link.pin(&pin)
+                        .with_context(|| format!("pinning {}", pin.display()))?;
+                    tracing::info!(network = %network_id, device = %peer, "xdhcp_pass on the veth peer");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(network = %network_id, device = ifname, "finding the veth peer: {e:#}")
+            }
         }
         let slow = slowpath::spawn(
             namespace,

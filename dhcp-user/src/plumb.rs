@@ -723,6 +723,41 @@ async fn remove_bridge_link_if_unused(host: &Handle, bridge: &LinkMessage) -> Re
     Ok(true)
 }
 
+/// The caller's-namespace end of the veth whose other end is `dev` in
+/// namespace `ns`: `None` when `dev` is no veth or its peer lives elsewhere.
+/// (veth hands XDP_TX frames only to a peer that runs XDP, so the daemon puts
+/// `xdhcp_pass` there.)
+pub async fn veth_peer_in_host(ns: &str, dev: &str) -> Result<Option<String>> {
+    let name = dev.to_owned();
+    let (dev_index, peer_index) = in_netns(ns, move |h| async move {
+        let link = link_by_name(&h, &name)
+            .await?
+            .ok_or_else(|| anyhow!("link {name} is missing"))?;
+        let is_veth = link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+        });
+        let seen = Observed::of(&link);
+        Ok((seen.index, if is_veth { seen.peer } else { None }))
+    })
+    .await?;
+    let Some(peer) = peer_index else {
+        return Ok(None);
+    };
+    let host = connect()?;
+    let Some(link) = link_by_index(&host, peer).await? else {
+        return Ok(None);
+    };
+    // Another device may hold that index here: it must point back at `dev`.
+    if Observed::of(&link).peer != Some(dev_index) {
+        return Ok(None);
+    }
+    Ok(link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use std::{

@@ -22,17 +22,19 @@ static N: AtomicU32 = AtomicU32::new(0);
 /// The `xdhcp` binary (built by `cargo test` for the dhcp-user package).
 pub fn xdhcp_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("xdhcp");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --release -p dhcp-user`",
-        bin.display()
-    );
-    bin
+    // Tests live in target/<profile>/deps, bench binaries in target/<profile>.
+    let dirs = [exe.parent(), exe.parent().and_then(Path::parent)];
+    let found = dirs
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("xdhcp"))
+        .find(|b| b.exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "no xdhcp binary next to {}: `cargo build --release -p dhcp-user`",
+            exe.display()
+        )
+    })
 }
 
 /// A network of the test cloud.
@@ -101,16 +103,21 @@ impl Cloud {
 
     /// Network `i` (0-based): 10.<i>.0.0/24 unless `cidr_base` overrides the second octet.
     pub fn net(&mut self, second_octet: u8) -> Net {
+        self.net_at(second_octet, 0)
+    }
+
+    /// A network on 10.`b`.`c`.0/24 (gateway .1, DHCP port .2).
+    pub fn net_at(&mut self, b: u8, c: u8) -> Net {
         let i = self.nets.len() as u32;
         let net = Net {
             id: hex_id(&self.tag, 1, i),
             subnet_id: hex_id(&self.tag, 2, i),
             dhcp_port_id: hex_id(&self.tag, 3, i),
-            dhcp_mac: [0xfa, 0x16, 0x3e, 0xd0, i as u8, 0x02],
-            cidr: format!("10.{second_octet}.0.0/24"),
+            dhcp_mac: [0xfa, 0x16, 0x3e, 0xd0, (i >> 8) as u8, i as u8],
+            cidr: format!("10.{b}.{c}.0/24"),
             prefix: 24,
-            gateway: Ipv4Addr::new(10, second_octet, 0, 1),
-            server_ip: Ipv4Addr::new(10, second_octet, 0, 2),
+            gateway: Ipv4Addr::new(10, b, c, 1),
+            server_ip: Ipv4Addr::new(10, b, c, 2),
         };
         self.nets.push(net.clone());
         net
@@ -127,7 +134,10 @@ impl Cloud {
             ),
             network_id: net.id.clone(),
             subnet_id: net.subnet_id.clone(),
-            mac: [0xfa, 0x16, 0x3e, octets[1], 0x00, host],
+            mac: {
+                let i = self.nets.iter().position(|n| n.id == net.id).unwrap();
+                [0xfa, 0x16, 0x3e, (i >> 8) as u8, i as u8, host]
+            },
             ip: Ipv4Addr::new(octets[0], octets[1], octets[2], host),
         }
     }
@@ -233,6 +243,11 @@ impl Cloud {
         }
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
     /// The daemon's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -304,7 +319,9 @@ impl Default for Cloud {
 impl Drop for Cloud {
     fn drop(&mut self) {
         self.stop(false);
-        let _ = self.xdhcp(&["down"]);
+        if std::panic::catch_unwind(xdhcp_bin).is_ok() {
+            let _ = self.xdhcp(&["down"]);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

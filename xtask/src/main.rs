@@ -33,7 +33,7 @@ enum Cmd {
     Build,
     /// The demo: build, then run `xdhcp demo` (needs root).
     Demo,
-    /// Benchmarks: nanoseconds per fast-path reply through BPF_PROG_TEST_RUN (needs root).
+    /// Benchmarks: ns per fast-path reply (BPF_PROG_TEST_RUN); daemon start-up and change-to-answer (needs root).
     Bench,
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
@@ -78,6 +78,17 @@ fn main() -> Result<()> {
                 "xdhcp-tests",
                 "--bin",
                 "bench",
+            ])?;
+            // The daemon bench runs the xdhcp binary: build it first.
+            cargo(&["build", "--release", "--quiet", "-p", "dhcp-user"])?;
+            cargo(&[
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "xdhcp-tests",
+                "--bin",
+                "bench_daemon",
             ])
         }
     }

@@ -1,0 +1,160 @@
+//! `cargo xtask bench` (daemon part): time from `xdhcp run` to the first
+//! answer with 100k ports over 1,000 networks, and the delay from a committed
+//! port change to the fast path answering it.
+//!
+//! The database holds every network; one of them has its qdhcp namespace
+//! plumbed beforehand (the others' namespaces do not exist, so the daemon
+//! fills their maps but has nothing to attach to). A "VM" on that network
+//! sends a DISCOVER every 2 ms from the moment the daemon is started.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc};
+use xdhcp_tests::cloud::{exchange, Cloud};
+
+fn main() -> Result<()> {
+    let networks: usize = std::env::var("BENCH_NETWORKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let per_net: usize = 100;
+    let mut c = Cloud::new();
+    let mut nets = Vec::new();
+    for k in 0..networks {
+        nets.push(c.net_at((k / 250) as u8, (k % 250) as u8));
+    }
+    let mut doc = json!({"networks": [], "subnets": [], "ports": []});
+    for net in &nets {
+        let one = c.net_json(net);
+        for key in ["networks", "subnets", "ports"] {
+            doc[key]
+                .as_array_mut()
+                .unwrap()
+                .extend(one[key].as_array().unwrap().iter().cloned());
+        }
+        let ports: Vec<_> = (10..10 + per_net as u8 - 1)
+            .map(|h| c.vm_port(net, h))
+            .collect();
+        let refs: Vec<_> = ports.iter().collect();
+        doc["ports"].as_array_mut().unwrap().extend(
+            Cloud::ports_json(&refs)["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+    }
+    let total_ports = doc["ports"].as_array().unwrap().len();
+    let parsed: ImportDoc = xdhcp::import::parse(&doc.to_string())?;
+    let t = Instant::now();
+    Db::open(&c.db)?.import(&parsed)?;
+    let import_s = t.elapsed().as_secs_f64();
+
+    // Plumb network 0 as neutron-dhcp-agent would have, and put a VM on it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let net0 = nets[0].clone();
+    rt.block_on(xdhcp::plumb::plumb(&xdhcp::plumb::PlumbSpec {
+        network_id: net0.id.clone(),
+        port_id: net0.dhcp_port_id.clone(),
+        mac: net0.dhcp_mac,
+        addresses: vec![format!("{}/24", net0.server_ip).parse()?],
+        mtu: None,
+        bridge: Some(c.bridge.clone()),
+    }))?;
+    let vm = c.vm_port(&net0, 10);
+    let (_, sock) = c.vm(&vm)?;
+
+    let t0 = Instant::now();
+    c.start(false);
+    let mut xid = 0u32;
+    let first = loop {
+        xid += 1;
+        let mut d = RequestFrame::discover(vm.mac);
+        d.xid = xid.to_be_bytes();
+        if exchange(&sock, &d, Duration::from_millis(2)).is_some() {
+            break t0.elapsed();
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no answer in 120 s; log:\n{}",
+            c.log()
+        );
+    };
+    let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", c.daemon_pid().unwrap()))?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:").map(|v| {
+                v.trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+
+    // Change to answer: new ports committed one by one while the daemon runs.
+    let mut db = Db::open(&c.db)?;
+    let mut delays = Vec::new();
+    for host in (10 + per_net as u8)..250 {
+        let p = c.vm_port(&net0, host);
+        let doc: Value = Cloud::ports_json(&[&p]);
+        let parsed = xdhcp::import::parse(&doc.to_string())?;
+        db.import(&parsed).context("committing a port")?;
+        let committed = Instant::now();
+        loop {
+            xid += 1;
+            let mut d = RequestFrame::discover(p.mac);
+            d.xid = xid.to_be_bytes();
+            if exchange(&sock, &d, Duration::from_millis(1)).is_some() {
+                delays.push(committed.elapsed());
+                break;
+            }
+            anyhow::ensure!(
+                committed.elapsed() < Duration::from_secs(10),
+                "port {} never answered",
+                p.id
+            );
+        }
+    }
+    delays.sort();
+    let pct =
+        |q: f64| delays[((delays.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+    let log = c.log();
+    let sync_ms = log
+        .lines()
+        .find(|l| l.contains("maps in sync"))
+        .and_then(|l| l.split("elapsed_ms=").nth(1))
+        .map(|s| {
+            s.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    if std::env::var_os("BENCH_SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    println!("daemon start-up and change-to-answer ({networks} networks, {total_ports} ports)");
+    println!("  import of {total_ports} ports (one transaction):        {import_s:.2} s");
+    println!("  `xdhcp run` → maps in sync (daemon log):           {sync_ms} ms");
+    println!(
+        "  `xdhcp run` → first OFFER on the wire:              {} ms",
+        first.as_millis()
+    );
+    println!(
+        "  daemon RSS after start-up:                          {} MiB",
+        rss_kb / 1024
+    );
+    println!(
+        "  committed port → fast path answers ({} ports):     p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        delays.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(())
+}
