@@ -212,7 +212,17 @@ impl Cloud {
 
     /// Starts `xdhcp run --plumb --bridge <test bridge>` (plus `extra`).
     pub fn start(&mut self, plumb: bool) {
+        self.start_with(plumb, None);
+    }
+
+    /// Starts the daemon with agent options (`--config`, TOML text) when given.
+    pub fn start_with(&mut self, plumb: bool, config_toml: Option<&str>) {
         assert!(self.daemon.is_none(), "daemon already running");
+        let config = config_toml.map(|text| {
+            let path = PathBuf::from(format!("/tmp/xdhcp-test-{}.toml", self.tag));
+            std::fs::write(&path, text).expect("writing the agent config");
+            path
+        });
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -224,6 +234,9 @@ impl Cloud {
             .arg("--bpffs")
             .arg(&self.bpffs)
             .arg("run");
+        if let Some(path) = &config {
+            cmd.arg("--config").arg(path);
+        }
         if plumb {
             cmd.args(["--plumb", "--bridge", &self.bridge]);
         }
@@ -336,6 +349,7 @@ impl Drop for Cloud {
             .args(["link", "del", &self.bridge])
             .output();
         self.vms.clear();
+        let _ = std::fs::remove_file(format!("/tmp/xdhcp-test-{}.toml", self.tag));
         for ext in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{ext}", self.db.display()));
         }

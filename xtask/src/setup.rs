@@ -26,7 +26,16 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the tests, the demo and operators use.
-const RUN_PACKAGES: &[&str] = &["iproute2", "bpftool", "procps", "ethtool"];
+const RUN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "procps",
+    "ethtool",
+    "isc-dhcp-client",
+    "udhcpc",
+    "dnsmasq-base",
+    "tshark",
+];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
