@@ -490,3 +490,201 @@ fn same_lease(a: &Lease, l: &PlannedLease) -> bool {
         && a.lease_secs == l.lease_secs
         && a.hostname[..a.hostname_len as usize] == l.hostname[..]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::tlvs;
+
+    const NET: &str = "net-1";
+
+    /// A network with one subnet, a DHCP port, a VM port and (optionally) a router port.
+    fn model(edit: impl FnOnce(&mut serde_json::Value)) -> Model {
+        let mut doc = serde_json::json!({
+            "networks": [{"id": NET, "name": "n", "mtu": 1450}],
+            "subnets": [{"id": "sub-1", "network_id": NET, "ip_version": 4, "cidr": "10.0.0.0/24",
+                         "gateway_ip": "10.0.0.1", "enable_dhcp": true, "dns_nameservers": ["10.0.0.53"],
+                         "host_routes": [], "allocation_pools": []}],
+            "ports": [
+                {"id": "dhcp-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:02", "device_owner": "network:dhcp",
+                 "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.2"}]},
+                {"id": "vm-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:05", "device_owner": "compute:nova",
+                 "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.5"}]}
+            ]
+        });
+        edit(&mut doc);
+        let d = crate::import::parse(&doc.to_string()).expect("test document");
+        Model::from_snapshot(Snapshot {
+            networks: d.networks,
+            subnets: d.subnets,
+            ports: d.ports,
+        })
+    }
+
+    fn router_port(doc: &mut serde_json::Value) {
+        doc["ports"].as_array_mut().unwrap().push(serde_json::json!(
+            {"id": "rtr-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:01",
+             "device_owner": "network:router_interface", "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.1"}]}));
+    }
+
+    fn option(l: &PlannedLease, code: u8) -> Option<Vec<u8>> {
+        tlvs(&l.blob)
+            .into_iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.to_vec())
+    }
+
+    fn vm(m: &Model, cfg: &AgentConfig) -> Option<PlannedLease> {
+        m.plan(NET, cfg)?
+            .leases
+            .into_iter()
+            .find(|l| l.port_id == "vm-1")
+    }
+
+    const METADATA_ROUTE: [u8; 9] = [32, 169, 254, 169, 254, 10, 0, 0, 2];
+
+    #[test]
+    fn plans_follow_neutron_semantics() {
+        let isolated = AgentConfig {
+            enable_isolated_metadata: true,
+            ..Default::default()
+        };
+        let forced = AgentConfig {
+            force_metadata: true,
+            ..Default::default()
+        };
+        let agent_dns = AgentConfig {
+            dnsmasq_dns_servers: vec![Ipv4Addr::new(8, 8, 8, 8)],
+            ..Default::default()
+        };
+        let def = AgentConfig::default();
+        let infinite = AgentConfig {
+            dhcp_lease_duration: -1,
+            ..Default::default()
+        };
+        type Check = fn(Option<PlannedLease>) -> bool;
+        let cases: Vec<(&str, Model, &AgentConfig, Check)> = vec![
+            (
+                "a VM port gets its fixed IP and the DHCP port's IP as server id",
+                model(|_| {}),
+                &def,
+                |l| {
+                    l.is_some_and(|l| {
+                        l.ip == Ipv4Addr::new(10, 0, 0, 5)
+                            && l.server_ip == Ipv4Addr::new(10, 0, 0, 2)
+                    })
+                },
+            ),
+            (
+                "a port that is down is not answered",
+                model(|d| d["ports"][1]["admin_state_up"] = false.into()),
+                &def,
+                |l| l.is_none(),
+            ),
+            (
+                "a subnet with enable_dhcp false is not served",
+                model(|d| d["subnets"][0]["enable_dhcp"] = false.into()),
+                &def,
+                |l| l.is_none(),
+            ),
+            (
+                "a network without a DHCP port is not served",
+                model(|d| {
+                    d["ports"].as_array_mut().unwrap().remove(0);
+                }),
+                &def,
+                |l| l.is_none(),
+            ),
+            (
+                "the network's MTU goes out as option 26",
+                model(|_| {}),
+                &def,
+                |l| option(&l.unwrap(), 26) == Some(vec![0x05, 0xaa]),
+            ),
+            (
+                "the subnet's DNS servers go out as option 6",
+                model(|_| {}),
+                &def,
+                |l| option(&l.unwrap(), 6) == Some(vec![10, 0, 0, 53]),
+            ),
+            (
+                "dnsmasq_dns_servers when the subnet has none",
+                model(|d| d["subnets"][0]["dns_nameservers"] = serde_json::json!([])),
+                &agent_dns,
+                |l| option(&l.unwrap(), 6) == Some(vec![8, 8, 8, 8]),
+            ),
+            (
+                "isolated metadata: an isolated subnet gets 169.254.169.254/32 via the DHCP port",
+                model(|_| {}),
+                &isolated,
+                |l| {
+                    option(&l.unwrap(), 121)
+                        .is_some_and(|v| v.windows(9).any(|w| w == METADATA_ROUTE))
+                },
+            ),
+            (
+                "isolated metadata: a routed subnet does not",
+                model(router_port),
+                &isolated,
+                |l| option(&l.unwrap(), 121).is_none(),
+            ),
+            (
+                "force_metadata: the route even with a router",
+                model(router_port),
+                &forced,
+                |l| {
+                    option(&l.unwrap(), 121)
+                        .is_some_and(|v| v.windows(9).any(|w| w == METADATA_ROUTE))
+                },
+            ),
+            (
+                "121 carries the default route too (RFC 3442), and 249 the same",
+                model(|_| {}),
+                &isolated,
+                |l| {
+                    let l = l.unwrap();
+                    option(&l, 121).is_some_and(|v| v.ends_with(&[0, 10, 0, 0, 1]))
+                        && option(&l, 121) == option(&l, 249)
+                },
+            ),
+            (
+                "host name host-a-b-c-d without dns_name",
+                model(|_| {}),
+                &def,
+                |l| l.unwrap().hostname == b"host-10-0-0-5",
+            ),
+            (
+                "dns_name when set",
+                model(|d| d["ports"][1]["dns_name"] = "web-1".into()),
+                &def,
+                |l| l.unwrap().hostname == b"web-1",
+            ),
+            (
+                "extra_dhcp_opts: tftp-server is option 66",
+                model(|d| {
+                    d["ports"][1]["extra_dhcp_opts"] =
+                        serde_json::json!([{"opt_name": "tftp-server", "opt_value": "10.0.0.9"}])
+                }),
+                &def,
+                |l| option(&l.unwrap(), 66) == Some(b"10.0.0.9".to_vec()),
+            ),
+            (
+                "extra_dhcp_opts: server-ip-address is siaddr",
+                model(
+                    |d| d["ports"][1]["extra_dhcp_opts"] = serde_json::json!([{"opt_name": "server-ip-address", "opt_value": "10.0.0.9"}]),
+                ),
+                &def,
+                |l| l.unwrap().siaddr == Ipv4Addr::new(10, 0, 0, 9),
+            ),
+            (
+                "dhcp_lease_duration -1 is an infinite lease",
+                model(|_| {}),
+                &infinite,
+                |l| l.unwrap().lease_secs == dhcp_ebpf::LEASE_INFINITE,
+            ),
+        ];
+        for (what, m, cfg, check) in cases {
+            assert!(check(vm(&m, cfg)), "{what}: {:?}", vm(&m, cfg));
+        }
+    }
+}

@@ -166,6 +166,25 @@ fn import_run_answer_follow_changes_and_survive_kill() {
         links, 2,
         "one attachment on the tap and one on its veth peer"
     );
+
+    // `xdhcp down`: the daemon stops, nothing stays attached or pinned.
+    let out = c.xdhcp(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!c.bpffs.exists(), "{} still exists", c.bpffs.display());
+    assert_eq!(
+        xdp_prog_id(&ns, &tap),
+        None,
+        "XDP still on the tap after down"
+    );
+    assert_eq!(
+        offered(&sock_a, a.mac, 0x3200, Duration::from_millis(600)),
+        None,
+        "answered after down"
+    );
 }
 
 #[test]
@@ -197,6 +216,20 @@ fn a_namespace_created_after_start_is_served() {
     let ns = xdhcp::plumb::namespace_name(&net.id);
     let tap = xdhcp::plumb::tap_name(&net.dhcp_port_id);
     assert!(xdp_prog_id(&ns, &tap).is_some(), "XDP on the tap in {ns}");
+
+    // The namespace vanishes: the daemon notices and drops the attachment.
+    rt.block_on(xdhcp::plumb::unplumb(&net.id, &net.dhcp_port_id, false))
+        .unwrap();
+    let pin = c.bpffs.join("links").join(&net.id);
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    while pin.exists() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !pin.exists(),
+        "attachment still pinned after its namespace went away; log:\n{}",
+        c.log()
+    );
 }
 
 #[test]

@@ -1,0 +1,95 @@
+//! Incremental sync against real (pinned) maps: one changed port is one map
+//! update; a restart rewrites nothing that is still right.
+
+use std::collections::BTreeMap;
+
+use dhcp_ebpf::ClientKey;
+use serde_json::json;
+use xdhcp::{
+    bpffs::TempPinDir,
+    config::AgentConfig,
+    ebpf::FastPath,
+    model::Snapshot,
+    sync::{Model, Sync},
+};
+
+fn model(ports: usize, extra_for: Option<usize>) -> Model {
+    let mut doc = json!({
+        "networks": [{"id": "net-a", "mtu": 1450}],
+        "subnets": [{"id": "sub-a", "network_id": "net-a", "cidr": "10.0.0.0/24", "gateway_ip": "10.0.0.1"}],
+        "ports": [{"id": "dhcp-a", "network_id": "net-a", "mac_address": "fa:16:3e:00:00:02", "device_owner": "network:dhcp",
+                   "fixed_ips": [{"subnet_id": "sub-a", "ip_address": "10.0.0.2"}]}]
+    });
+    for i in 0..ports {
+        let mut p = json!({"id": format!("vm-{i}"), "network_id": "net-a", "mac_address": format!("fa:16:3e:00:01:{i:02x}"),
+                           "device_owner": "compute:nova", "fixed_ips": [{"subnet_id": "sub-a", "ip_address": format!("10.0.0.{}", 10 + i)}]});
+        if extra_for == Some(i) {
+            p["extra_dhcp_opts"] =
+                json!([{"opt_name": "bootfile-name", "opt_value": "pxelinux.0"}]);
+        }
+        doc["ports"].as_array_mut().unwrap().push(p);
+    }
+    let d = xdhcp::import::parse(&doc.to_string()).unwrap();
+    Model::from_snapshot(Snapshot {
+        networks: d.networks,
+        subnets: d.subnets,
+        ports: d.ports,
+    })
+}
+
+fn plans(m: &Model) -> BTreeMap<String, (u32, xdhcp::sync::PlannedNet)> {
+    let cfg = AgentConfig::default();
+    BTreeMap::from([("net-a".to_string(), (7, m.plan("net-a", &cfg).unwrap()))])
+}
+
+#[test]
+fn one_changed_port_is_one_map_update() {
+    let pins = TempPinDir::new("xdhcp-sync").unwrap();
+    let fast = FastPath::load(&pins.path).unwrap();
+    let mut sync = Sync::adopt(fast.maps().unwrap(), true).unwrap();
+    let base = model(50, None);
+    sync.reconcile(plans(&base)).unwrap();
+    // 50 leases + 1 shared blob + 1 NETS entry.
+    assert_eq!(sync.updates, 52, "initial fill");
+    let cfg = AgentConfig::default();
+
+    let cases: Vec<(&str, Model, u64)> = vec![
+        ("nothing changed → no update", model(50, None), 0),
+        ("one port's IP changed → one LEASES update", {
+            let mut m = model(50, None);
+            let mut p = m.ports["vm-3"].clone();
+            p.fixed_ips[0].ip_address = "10.0.0.200".parse().unwrap();
+            m.put_port(p);
+            m
+        }, 1),
+        ("the IP changed back → one LEASES update", model(50, None), 1),
+        ("one port added → one LEASES update (its options blob is shared)", model(51, None), 1),
+        ("one port with its own extra option → an OPTS and a LEASES update", model(51, Some(4)), 2),
+        ("one port removed (and the extra option back to shared) → two LEASES updates and the lone blob freed", model(50, None), 2),
+    ];
+    for (what, m, want) in cases {
+        let before = sync.updates;
+        sync.apply("net-a", 7, m.plan("net-a", &cfg)).unwrap();
+        assert_eq!(sync.updates - before, want, "{what}");
+    }
+    let key = ClientKey::new(7, [0xfa, 0x16, 0x3e, 0x00, 0x01, 0x03]);
+    assert_eq!(
+        sync.maps.leases.get(&key, 0).unwrap().ip,
+        [10, 0, 0, 13],
+        "the last plan (IP back) is what the map holds"
+    );
+
+    // A restart adopts the maps: reconciling the same plan writes nothing.
+    drop(sync);
+    let mut again = Sync::adopt(fast.maps().unwrap(), true).unwrap();
+    again.reconcile(plans(&model(50, None))).unwrap();
+    assert_eq!(
+        again.updates, 0,
+        "a restart rewrites nothing that is still right"
+    );
+    assert_eq!(
+        again.maps.opts.keys().count(),
+        1,
+        "one shared blob, no leftovers"
+    );
+}
