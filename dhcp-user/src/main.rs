@@ -1,30 +1,23 @@
 //! The `xdhcp` command.
 
 mod cli_view;
+mod demo;
 
 use std::{
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::ExitCode,
 };
 
-use anyhow::{bail, Context, Result};
-use aya::{TestRun, TestRunOptions};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use dhcp_ebpf::{
-    stat, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, FAST_PROGRAM, HOSTNAME_MAX,
-    OPTS_MAX,
-};
+use dhcp_ebpf::{ENTRY_PROGRAM, FAST_PROGRAM};
 use xdhcp::{
     bpffs::TempPinDir,
-    craft::RequestFrame,
     daemon::{self, RunOptions},
     db::Db,
     ebpf,
     ebpf::FastPath,
     model::Kind,
-    netns::TempNs,
-    options::ReplyOptions,
 };
 
 #[derive(Parser)]
@@ -89,7 +82,7 @@ enum Cmd {
     },
     /// Load the embedded XDP program, let the kernel verify it, and report.
     Check,
-    /// Attach the fast path in a throwaway namespace and answer a DISCOVER and a REQUEST.
+    /// Two networks, four VMs, real DHCP clients served by the fast path; then everything removed.
     Demo,
 }
 
@@ -129,7 +122,7 @@ fn main() -> ExitCode {
         Cmd::Stats { json } => cli_view::stats(&cli.db, &cli.bpffs, json),
         Cmd::Ports { json } => cli_view::ports(&cli.db, &cli.bpffs, json),
         Cmd::Check => check(),
-        Cmd::Demo => demo(),
+        Cmd::Demo => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,147 +174,4 @@ fn check() -> Result<()> {
         ebpf::OBJECT.len()
     );
     Ok(())
-}
-
-fn demo() -> Result<()> {
-    const NET: u32 = 1;
-    let server_mac = [0xfa, 0x16, 0x3e, 0x00, 0x00, 0x02];
-    let vm_mac = [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56];
-    let server_ip: Ipv4Addr = "10.0.0.2".parse()?;
-    let vm_ip: Ipv4Addr = "10.0.0.5".parse()?;
-
-    let ns = TempNs::new("xdhcp-demo")?;
-    ns.ip(&[
-        "link", "add", "tapdemo", "type", "veth", "peer", "name", "vmdemo",
-    ])?;
-    ns.ip(&["link", "set", "tapdemo", "up"])?;
-    ns.ip(&["link", "set", "vmdemo", "up"])?;
-    println!(
-        "created network namespace {} with veth tapdemo <-> vmdemo",
-        ns.name
-    );
-
-    let pins = TempPinDir::new("xdhcp-demo")?;
-    let fast = FastPath::load(&pins.path)?;
-    let mut maps = fast.maps()?;
-    let mut entry = fast.entry(NET)?;
-    let prog = ebpf::program(&mut entry, ENTRY_PROGRAM)?;
-    let (_, mode) = {
-        let _inside = ns.enter()?;
-        ebpf::attach(prog, "tapdemo")?
-    };
-    println!(
-        "loaded the fast path (pinned under {}) and attached network {NET}'s entry program to \
-         tapdemo ({mode:?} mode)",
-        pins.path.display()
-    );
-
-    let blob = ReplyOptions {
-        lease_secs: 86400,
-        prefix_len: 24,
-        router: Some("10.0.0.1".parse()?),
-        dns: vec!["10.0.0.2".parse()?],
-        domain: Some("openstacklocal".into()),
-        mtu: Some(1450),
-        ..Default::default()
-    }
-    .encode()?;
-    let mut opts = OptsBlob {
-        len: blob.len() as u16,
-        _pad: [0; 2],
-        bytes: [0; OPTS_MAX],
-    };
-    opts.bytes[..blob.len()].copy_from_slice(&blob);
-    let hostname = b"host-10-0-0-5";
-    let mut lease = Lease {
-        ip: vm_ip.octets(),
-        server_ip: server_ip.octets(),
-        siaddr: [0; 4],
-        lease_secs: 86400,
-        opts_id: 1,
-        hostname_len: hostname.len() as u8,
-        _pad: [0; 3],
-        hostname: [0; HOSTNAME_MAX],
-    };
-    lease.hostname[..hostname.len()].copy_from_slice(hostname);
-    maps.nets.insert(
-        NET,
-        NetConfig {
-            server_mac,
-            flags: 0,
-        },
-        0,
-    )?;
-    maps.opts.insert(1, opts, 0)?;
-    maps.leases.insert(ClientKey::new(NET, vm_mac), lease, 0)?;
-    println!(
-        "lease for {} -> {vm_ip} written to the maps",
-        fmt_mac(&vm_mac)
-    );
-
-    for (what, frame) in [
-        ("DHCPDISCOVER", RequestFrame::discover(vm_mac)),
-        (
-            "DHCPREQUEST",
-            RequestFrame::request(vm_mac, vm_ip, server_ip),
-        ),
-    ] {
-        let input = frame.bytes();
-        let mut out = vec![0u8; 4096];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(&input),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        if result.return_value != dhcp_ebpf::verdict::TX {
-            bail!(
-                "{what}: the fast path did not answer (verdict {})",
-                result.return_value
-            );
-        }
-        // The output starts at the XDP metadata the entry program added.
-        let out = &out[dhcp_ebpf::NET_META_LEN..result.data_size_out as usize];
-        let msg = decode(out)?;
-        println!(
-            "{what} from {} -> {:?} yiaddr {} ({} bytes, answered by XDP_TX)",
-            fmt_mac(&vm_mac),
-            msg.opts().msg_type().context("no message type")?,
-            msg.yiaddr(),
-            out.len()
-        );
-    }
-    let counters = maps.counters()?;
-    let shown: Vec<String> = stat::NAMES
-        .iter()
-        .zip(counters)
-        .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!("counters: {}", shown.join(" "));
-    drop(entry); // detaches
-    println!(
-        "detached; deleting namespace {} and pins {}",
-        ns.name,
-        pins.path.display()
-    );
-    Ok(())
-}
-
-/// Decodes the DHCP message of a reply frame (Ethernet, IPv4, UDP).
-fn decode(frame: &[u8]) -> Result<dhcproto::v4::Message> {
-    use dhcproto::Decodable;
-    let ihl = ((frame.get(14).context("short frame")? & 0x0f) as usize) * 4;
-    let payload = frame.get(14 + ihl + 8..).context("short frame")?;
-    Ok(dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(
-        payload,
-    ))?)
-}
-
-fn fmt_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
