@@ -356,7 +356,17 @@ impl Daemon {
                 }
             }
             let namespace = plumb::namespace_name(&network_id);
-            let device = if Path::new("/run/netns").join(&namespace).exists() {
+            let ns_exists = Path::new("/run/netns").join(&namespace).exists();
+            // Attached and its link still on the device (deleting the device,
+            // or its namespace, detaches the link): nothing to look at. This
+            // keeps the scan cheap with thousands of networks.
+            if let Some(a) = self.attached.get(&network_id) {
+                let pin = links_dir(&self.opts.bpffs).join(&network_id);
+                if ns_exists && links::ifindex(&pin).ok() == Some(a.ifindex) {
+                    continue;
+                }
+            }
+            let device = if ns_exists {
                 find_device(&namespace, plan.server_mac)
             } else {
                 None
