@@ -117,6 +117,32 @@ pub struct Lease {
     pub hostname: [u8; HOSTNAME_MAX],
 }
 
+impl Lease {
+    /// A lease; `hostname` is cut to [`HOSTNAME_MAX`] bytes.
+    pub fn new(
+        ip: [u8; 4],
+        server_ip: [u8; 4],
+        siaddr: [u8; 4],
+        lease_secs: u32,
+        opts_id: u32,
+        hostname: &[u8],
+    ) -> Self {
+        let n = hostname.len().min(HOSTNAME_MAX);
+        let mut lease = Lease {
+            ip,
+            server_ip,
+            siaddr,
+            lease_secs,
+            opts_id,
+            hostname_len: n as u8,
+            _pad: [0; 3],
+            hostname: [0; HOSTNAME_MAX],
+        };
+        lease.hostname[..n].copy_from_slice(&hostname[..n]);
+        lease
+    }
+}
+
 /// Pre-encoded reply options (TLVs: 51, 58, 59, 1, 3, 6, 15, 26, 28, 121, 249,
 /// extra_dhcp_opts …), copied verbatim into OFFER and ACK.
 #[repr(C)]
@@ -125,6 +151,20 @@ pub struct OptsBlob {
     pub len: u16,
     pub _pad: [u8; 2],
     pub bytes: [u8; OPTS_MAX],
+}
+
+impl OptsBlob {
+    /// A blob holding `bytes` (at most [`OPTS_MAX`]; the rest is cut).
+    pub fn new(bytes: &[u8]) -> Self {
+        let n = bytes.len().min(OPTS_MAX);
+        let mut blob = OptsBlob {
+            len: n as u16,
+            _pad: [0; 2],
+            bytes: [0; OPTS_MAX],
+        };
+        blob.bytes[..n].copy_from_slice(&bytes[..n]);
+        blob
+    }
 }
 
 /// Per-network configuration of the fast path.

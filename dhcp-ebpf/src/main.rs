@@ -220,17 +220,19 @@ struct Request {
     opts: Options,
 }
 
+impl Request {
+    /// The client's MAC: the first six bytes of chaddr.
+    #[inline(always)]
+    fn mac(&self) -> [u8; 6] {
+        let c = &self.chaddr;
+        [c[0], c[1], c[2], c[3], c[4], c[5]]
+    }
+}
+
 #[inline(always)]
 fn try_xdhcp(ctx: &XdpContext) -> Result<u8, Pass> {
     let req = parse(ctx)?;
-    let mac = [
-        req.chaddr[0],
-        req.chaddr[1],
-        req.chaddr[2],
-        req.chaddr[3],
-        req.chaddr[4],
-        req.chaddr[5],
-    ];
+    let mac = req.mac();
     let relayed = req.giaddr != [0; 4];
     // A relay forwards with its own MAC; everyone else must send as chaddr.
     if !relayed && req.eth_src != mac {
@@ -665,14 +667,7 @@ fn emit(
     const BROADCAST_IP: [u8; 4] = [255; 4];
     const BROADCAST_MAC: [u8; 6] = [0xff; 6];
     let zero4 = [0u8; 4];
-    let mac = [
-        req.chaddr[0],
-        req.chaddr[1],
-        req.chaddr[2],
-        req.chaddr[3],
-        req.chaddr[4],
-        req.chaddr[5],
-    ];
+    let mac = req.mac();
     let (dst_ip, dst_mac, dst_port) = if req.giaddr != zero4 {
         (req.giaddr, req.eth_src, BOOTPS)
     } else if reply == DHCPNAK {

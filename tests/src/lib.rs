@@ -6,8 +6,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use aya::{Ebpf, TestRun, TestRunOptions};
 use dhcp_ebpf::{
-    stat, verdict, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, HOSTNAME_MAX,
-    NET_META_LEN, OPTS_MAX,
+    stat, verdict, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, NET_META_LEN,
 };
 use xdhcp::{
     bpffs::TempPinDir,
@@ -63,6 +62,22 @@ impl Client {
                 extra: Vec::new(),
             },
         }
+    }
+
+    /// A port with a large reply: 20 classless routes and 10 extra options.
+    pub fn big(mac: [u8; 6], ip: Ipv4Addr) -> Self {
+        let mut c = Self::typical(mac, ip);
+        c.options.routes = (0..20)
+            .map(|i| xdhcp::options::Route {
+                dest: Ipv4Addr::new(172, 16, i, 0),
+                prefix: 24,
+                via: Ipv4Addr::new(10, 0, 0, 1),
+            })
+            .collect();
+        c.options.extra = (0..10)
+            .map(|i| (224 + i as u8, format!("extra-option-{i}").into_bytes()))
+            .collect();
+        c
     }
 
     /// The encoded option blob.
@@ -129,27 +144,18 @@ impl Harness {
 
     /// Puts `client` on network `net`.
     pub fn add_client(&mut self, net: u32, client: &Client) -> Result<()> {
-        let blob = client.blob();
-        let mut opts = OptsBlob {
-            len: blob.len() as u16,
-            _pad: [0; 2],
-            bytes: [0; OPTS_MAX],
-        };
-        opts.bytes[..blob.len()].copy_from_slice(&blob);
+        let opts = OptsBlob::new(&client.blob());
         let id = self.next_opts_id;
         self.next_opts_id += 1;
         self.maps.opts.insert(id, opts, 0)?;
-        let mut lease = Lease {
-            ip: client.ip.octets(),
-            server_ip: client.server_ip.octets(),
-            siaddr: client.siaddr.octets(),
-            lease_secs: client.lease_secs,
-            opts_id: id,
-            hostname_len: client.hostname.len() as u8,
-            _pad: [0; 3],
-            hostname: [0; HOSTNAME_MAX],
-        };
-        lease.hostname[..client.hostname.len()].copy_from_slice(&client.hostname);
+        let lease = Lease::new(
+            client.ip.octets(),
+            client.server_ip.octets(),
+            client.siaddr.octets(),
+            client.lease_secs,
+            id,
+            &client.hostname,
+        );
         self.maps
             .leases
             .insert(ClientKey::new(net, client.mac), lease, 0)?;

@@ -14,7 +14,6 @@ use dhcproto::{
 };
 use xdhcp::{
     craft::RequestFrame,
-    options::Route,
     reply::{self, checksum, Request},
 };
 use xdhcp_tests::{
@@ -33,18 +32,7 @@ const BIG_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0x00, 0xb1, 0x90];
 const BIG_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
 
 fn big_client() -> Client {
-    let mut c = Client::typical(BIG_MAC, BIG_IP);
-    c.options.routes = (0..20)
-        .map(|i| Route {
-            dest: Ipv4Addr::new(172, 16, i, 0),
-            prefix: 24,
-            via: Ipv4Addr::new(10, 0, 0, 1),
-        })
-        .collect();
-    c.options.extra = (0..10)
-        .map(|i| (224 + i as u8, format!("extra-option-{i}").into_bytes()))
-        .collect();
-    c
+    Client::big(BIG_MAC, BIG_IP)
 }
 
 fn harness() -> Harness {

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{ensure, Result};
 use dhcp_ebpf::verdict;
-use xdhcp::{craft::RequestFrame, options::Route};
+use xdhcp::craft::RequestFrame;
 use xdhcp_tests::{Client, Harness, SERVER_IP, SERVER_MAC};
 
 const SAMPLES: usize = 20_000;
@@ -18,17 +18,7 @@ fn main() -> Result<()> {
     let mut h = Harness::new()?;
     h.add_net(1, SERVER_MAC, false)?;
     let typical = Client::typical([0xfa, 0x16, 0x3e, 0, 0, 5], Ipv4Addr::new(10, 0, 0, 5));
-    let mut big = Client::typical([0xfa, 0x16, 0x3e, 0, 0, 6], Ipv4Addr::new(10, 0, 0, 6));
-    big.options.routes = (0..20)
-        .map(|i| Route {
-            dest: Ipv4Addr::new(172, 16, i, 0),
-            prefix: 24,
-            via: Ipv4Addr::new(10, 0, 0, 1),
-        })
-        .collect();
-    big.options.extra = (0..10)
-        .map(|i| (224 + i as u8, format!("extra-option-{i}").into_bytes()))
-        .collect();
+    let big = Client::big([0xfa, 0x16, 0x3e, 0, 0, 6], Ipv4Addr::new(10, 0, 0, 6));
     h.add_client(1, &typical)?;
     h.add_client(1, &big)?;
 
