@@ -192,9 +192,13 @@ pub fn encode(opt_name: &str, opt_value: &str) -> Result<Encoded> {
             if RESERVED.contains(&code) {
                 return Err(fail(anyhow!("option {code} is set by the server itself")));
             }
-            value(code, kind, opt_value)
-                .map(|v| Encoded::Option(code, v))
-                .map_err(fail)
+            let mut v = value(code, kind, opt_value).map_err(fail)?;
+            // dnsmasq NUL-terminates the TFTP server and boot file names:
+            // some PXE ROMs read them as C strings.
+            if matches!(code, 66 | 67) && v.last() != Some(&0) {
+                v.push(0);
+            }
+            Ok(Encoded::Option(code, v))
         }
     }
 }
@@ -545,9 +549,9 @@ mod tests {
         ("option:server-ip-address sets siaddr", "option:server-ip-address", "10.0.0.5", || Ok(Encoded::Siaddr(Ipv4Addr::new(10, 0, 0, 5)))),
         ("server-ip-address needs an address", "server-ip-address", "tftp.example.com", || Err("bad IPv4 address")),
         // Names (OT_NAME): bytes as given, even when they look like numbers
-        ("tftp-server is a name", "tftp-server", "10.0.0.5", || opt(66, b"10.0.0.5")),
-        ("bootfile-name is a name", "bootfile-name", "pxelinux.0", || opt(67, b"pxelinux.0")),
-        ("bootfile-name keeps commas and colons", "bootfile-name", "http://a/b,c", || opt(67, b"http://a/b,c")),
+        ("tftp-server is a name, NUL-terminated", "tftp-server", "10.0.0.5", || opt(66, b"10.0.0.5\0")),
+        ("bootfile-name is a name, NUL-terminated", "bootfile-name", "pxelinux.0", || opt(67, b"pxelinux.0\0")),
+        ("bootfile-name keeps commas and colons", "bootfile-name", "http://a/b,c", || opt(67, b"http://a/b,c\0")),
         ("domain-name", "domain-name", "example.org", || opt(15, b"example.org")),
         ("root-path", "root-path", "/srv/root", || opt(17, b"/srv/root")),
         ("extension-path", "extension-path", "/srv/ext", || opt(18, b"/srv/ext")),

@@ -235,7 +235,10 @@ impl Model {
             prefix_len: net.prefix_len(),
             router: subnet.gateway_ip.as_ref().and_then(v4),
             dns,
-            domain: (!cfg.dns_domain.is_empty()).then(|| cfg.dns_domain.clone()),
+            // dnsmasq's --domain drops a trailing dot (Neutron's docs write one).
+            domain: Some(cfg.dns_domain.trim_end_matches('.'))
+                .filter(|d| !d.is_empty())
+                .map(String::from),
             mtu: network.mtu.and_then(|m| u16::try_from(m).ok()),
             broadcast: Some(net.broadcast()),
             routes,
@@ -409,17 +412,14 @@ impl Sync {
             }
         }
         let opts_id = self.acquire_blob(&l.blob)?;
-        let mut lease = Lease {
-            ip: l.ip.octets(),
-            server_ip: l.server_ip.octets(),
-            siaddr: l.siaddr.octets(),
-            lease_secs: l.lease_secs,
+        let lease = Lease::new(
+            l.ip.octets(),
+            l.server_ip.octets(),
+            l.siaddr.octets(),
+            l.lease_secs,
             opts_id,
-            hostname_len: l.hostname.len() as u8,
-            _pad: [0; 3],
-            hostname: [0; HOSTNAME_MAX],
-        };
-        lease.hostname[..l.hostname.len()].copy_from_slice(&l.hostname);
+            &l.hostname,
+        );
         self.maps
             .leases
             .insert(key, lease, 0)
@@ -447,12 +447,7 @@ impl Sync {
         }
         let id = self.blobs.next_id;
         self.blobs.next_id += 1;
-        let mut blob = OptsBlob {
-            len: content.len() as u16,
-            _pad: [0; 2],
-            bytes: [0; OPTS_MAX],
-        };
-        blob.bytes[..content.len()].copy_from_slice(content);
+        let blob = OptsBlob::new(content);
         self.maps.opts.insert(id, blob, 0).context("OPTS update")?;
         self.updates += 1;
         self.blobs.by_content.insert(content.to_vec(), (id, 1));
@@ -660,13 +655,13 @@ mod tests {
                 |l| l.unwrap().hostname == b"web-1",
             ),
             (
-                "extra_dhcp_opts: tftp-server is option 66",
+                "extra_dhcp_opts: tftp-server is option 66, NUL-terminated as dnsmasq does",
                 model(|d| {
                     d["ports"][1]["extra_dhcp_opts"] =
                         serde_json::json!([{"opt_name": "tftp-server", "opt_value": "10.0.0.9"}])
                 }),
                 &def,
-                |l| option(&l.unwrap(), 66) == Some(b"10.0.0.9".to_vec()),
+                |l| option(&l.unwrap(), 66) == Some(b"10.0.0.9\0".to_vec()),
             ),
             (
                 "extra_dhcp_opts: server-ip-address is siaddr",
