@@ -112,10 +112,21 @@ pub fn spawn(
         let raw =
             packet_socket(ifname).with_context(|| format!("packet socket on {ifname} in {ns}"))?;
         // Holds port 67 so the stack does not answer passed-up unicast
-        // requests with ICMP port unreachable.
-        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67))
-            .with_context(|| format!("binding UDP 67 in {ns}"))?;
-        udp.set_nonblocking(true)?;
+        // requests with ICMP port unreachable. Another server on the port
+        // (dnsmasq during a migration) is no reason not to serve.
+        let udp = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67)) {
+            Ok(udp) => {
+                udp.set_nonblocking(true)?;
+                Some(udp)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    namespace = ns,
+                    "UDP port 67 is taken ({e}); serving without holding it"
+                );
+                None
+            }
+        };
         (raw, udp)
     };
     let maps = Maps::open(&pin_dir)?;
@@ -167,7 +178,7 @@ fn packet_socket(ifname: &str) -> Result<OwnedFd> {
 
 struct Worker {
     raw: OwnedFd,
-    udp: UdpSocket,
+    udp: Option<UdpSocket>,
     maps: Maps,
     net: u32,
     events: Sender<Event>,
@@ -188,7 +199,11 @@ impl Worker {
             if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
                 continue;
             }
-            while self.udp.recv_from(&mut drain).is_ok() {}
+            while self
+                .udp
+                .as_ref()
+                .is_some_and(|u| u.recv_from(&mut drain).is_ok())
+            {}
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
             // SAFETY: buffer and address are valid for their lengths.
