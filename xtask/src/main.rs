@@ -33,7 +33,8 @@ enum Cmd {
     Build,
     /// The demo: build, then run `xdhcp demo` (needs root).
     Demo,
-    /// Benchmarks: ns per fast-path reply (BPF_PROG_TEST_RUN); daemon start-up and change-to-answer (needs root).
+    /// Benchmarks: perfdhcp against xdhcp and dnsmasq, ns per fast-path reply, daemon start-up,
+    /// change-to-answer, memory; writes docs/benchmarks.md and docs/benchmarks.png (needs root).
     Bench,
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
@@ -67,31 +68,61 @@ fn main() -> Result<()> {
             ])
         }
         Cmd::Test { args } => test(&args),
-        Cmd::Bench => {
-            setup::ensure(setup::Need::Everything)?;
-            build_ebpf()?;
-            cargo(&[
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "xdhcp-tests",
-                "--bin",
-                "bench",
-            ])?;
-            // The daemon bench runs the xdhcp binary: build it first.
-            cargo(&["build", "--release", "--quiet", "-p", "dhcp-user"])?;
-            cargo(&[
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "xdhcp-tests",
-                "--bin",
-                "bench_daemon",
-            ])
-        }
+        Cmd::Bench => bench(),
     }
+}
+
+/// Runs the bench binaries; bench_perf writes the document from their
+/// output and its own measurements.
+fn bench() -> Result<()> {
+    setup::ensure(setup::Need::Bench)?;
+    build_ebpf()?;
+    // The daemon benches run the xdhcp binary: build it too.
+    cargo(&["build", "--release", "--quiet", "-p", "dhcp-user"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "xdhcp-tests",
+        "--bins",
+    ])?;
+    let ws = workspace();
+    let out_dir = ws.join("target/bench");
+    std::fs::create_dir_all(&out_dir).context("creating target/bench")?;
+    let mut outputs = Vec::new();
+    for bin in ["bench", "bench_daemon"] {
+        let text = run_echoed(&mut Command::new(ws.join("target/release").join(bin)))?;
+        let file = out_dir.join(format!("{bin}.txt"));
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        outputs.push(file);
+    }
+    run(Command::new(ws.join("target/release/bench_perf"))
+        .env("BENCH_FASTPATH_OUT", &outputs[0])
+        .env("BENCH_DAEMON_OUT", &outputs[1])
+        .env("BENCH_DOCS", ws.join("docs")))
+}
+
+/// Runs `cmd`, echoing its stdout, and returns that output.
+fn run_echoed(cmd: &mut Command) -> Result<String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut text = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(text)
 }
 
 /// The workspace root (xtask lives one level below it).

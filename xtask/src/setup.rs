@@ -9,8 +9,10 @@ use anyhow::{bail, Context, Result};
 pub enum Need {
     /// Build the XDP object.
     EbpfBuild,
-    /// Build, test, demo, bench.
+    /// Build, test, demo.
     Everything,
+    /// Everything, and the benchmarks' tools.
+    Bench,
 }
 
 /// Debian packages for the eBPF build: the compiler with core's source, and
@@ -37,13 +39,19 @@ const RUN_PACKAGES: &[&str] = &[
     "tshark",
 ];
 
+/// Debian packages only `cargo xtask bench` uses: perfdhcp and the plot.
+const BENCH_PACKAGES: &[&str] = &["kea-admin", "gnuplot-nox"];
+
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Ensures everything `need` requires is installed; quiet when it is.
 pub fn ensure(need: Need) -> Result<()> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
-    if need == Need::Everything {
+    if need != Need::EbpfBuild {
         packages.extend_from_slice(RUN_PACKAGES);
+    }
+    if need == Need::Bench {
+        packages.extend_from_slice(BENCH_PACKAGES);
     }
     let missing: Vec<&str> = packages.into_iter().filter(|p| !installed(p)).collect();
     let linker_missing = !bpf_linker_present();
