@@ -97,6 +97,23 @@ pub struct NeutronConf {
     pub leases: String,
 }
 
+impl NeutronConf {
+    /// Writes the hosts, addn_hosts, opts and leases files into `dir`, under
+    /// the names the arguments refer to.
+    pub fn write_files(&self, dir: &Path) -> Result<()> {
+        for (file, text) in [
+            ("host", &self.host),
+            ("addn_hosts", &self.addn_hosts),
+            ("opts", &self.opts),
+            ("leases", &self.leases),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// An IPv4 CIDR as (network, prefix length).
 pub fn cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
     let (a, p) = s

@@ -649,14 +649,7 @@ impl Twin {
         client.ip(&["link", "set", "eth0", "up"])?;
 
         let conf = neutron_conf(doc, agent, &dir.0, &tap)?;
-        for (file, text) in [
-            ("host", &conf.host),
-            ("addn_hosts", &conf.addn_hosts),
-            ("opts", &conf.opts),
-            ("leases", &conf.leases),
-        ] {
-            fs::write(dir.0.join(file), text)?;
-        }
+        conf.write_files(&dir.0)?;
         // The guard exists before dnsmasq does: any failure from here on stops it.
         let guard = DnsmasqGuard {
             pid_file: dir.0.join("pid"),

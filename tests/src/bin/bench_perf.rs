@@ -536,14 +536,7 @@ fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
     let dir = ConfDir(PathBuf::from(format!("/tmp/xdhcp-bench-dnsmasq-{}", c.tag)));
     fs::create_dir_all(&dir.0)?;
     let conf = neutron_conf(&doc, &AGENT, &dir.0, &plumbed.tap)?;
-    for (file, text) in [
-        ("host", &conf.host),
-        ("addn_hosts", &conf.addn_hosts),
-        ("opts", &conf.opts),
-        ("leases", &conf.leases),
-    ] {
-        fs::write(dir.0.join(file), text)?;
-    }
+    conf.write_files(&dir.0)?;
     let perf = Perf::new(&c.bridge, &c.tag, ports)?;
     // The guard exists before dnsmasq does: any failure from here on stops it.
     let guard = DnsmasqGuard {
