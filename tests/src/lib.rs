@@ -351,3 +351,4 @@ pub fn ifindex(ns: &xdhcp::netns::TempNs, dev: &str) -> Result<u32> {
 
 pub mod cloud;
 pub mod dnsmasq;
+pub mod loadgen;

@@ -1,18 +1,32 @@
 //! `cargo xtask bench` (daemon part): time from `xdhcp run` to the first
 //! answer with 100k ports over 1,000 networks, and the delay from a committed
-//! port change to the fast path answering it.
+//! port change to the fast path answering it, under load.
 //!
 //! The database holds every network; one of them has its qdhcp namespace
 //! plumbed beforehand (the others' namespaces do not exist, so the daemon
 //! fills their maps but has nothing to attach to). A "VM" on that network
-//! sends a DISCOVER every 2 ms from the moment the daemon is started.
+//! sends a DISCOVER every 2 ms from the moment the daemon is started. Then,
+//! while the project's load generator sends DISCOVERs for that network's other
+//! ports at LOAD_RATE, new ports are committed one at a time and the VM asks
+//! for each until the fast path answers.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc};
-use xdhcp_tests::cloud::{exchange, Cloud};
+use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc, netns::TempNs};
+use xdhcp_tests::{
+    cloud::{exchange, Cloud, Net},
+    loadgen::LoadGen,
+    RawSocket,
+};
+
+/// DISCOVERs per second sent while ports are committed: twice what perfdhcp
+/// can drive on this machine kind.
+const LOAD_RATE: f64 = 40_000.0;
 
 fn main() -> Result<()> {
     let networks: usize = std::env::var("BENCH_NETWORKS")
@@ -97,30 +111,57 @@ fn main() -> Result<()> {
         })
         .unwrap_or(0);
 
+    // Load while the changes land: the project's generator sends DISCOVERs
+    // for network 0's ports at LOAD_RATE from a namespace on the same bridge.
+    let load_ns = TempNs::new("xbload")?;
+    let load_dev = format!("xl{}", c.tag);
+    xdhcp::netns::ip(&[
+        "link",
+        "add",
+        &load_dev,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &load_ns.name,
+    ])?;
+    xdhcp::netns::ip(&["link", "set", &load_dev, "master", &c.bridge])?;
+    xdhcp::netns::ip(&["link", "set", &load_dev, "up"])?;
+    load_ns.ip(&["link", "set", "eth0", "up"])?;
+    // Not host 10: that is the VM's MAC, which the bridge must keep on the VM's port.
+    let load_macs: Vec<[u8; 6]> = (11..10 + per_net as u8 - 1)
+        .map(|h| c.vm_port(&net0, h).mac)
+        .collect();
+    let gen = {
+        let _inside = load_ns.enter()?;
+        LoadGen::new("eth0", load_macs)?
+    };
+    let stop = AtomicBool::new(false);
+
     // Change to answer: new ports committed one by one while the daemon runs.
     let mut db = Db::open(&c.db)?;
     let mut delays = Vec::new();
-    for host in (10 + per_net as u8)..250 {
-        let p = c.vm_port(&net0, host);
-        let doc: Value = Cloud::ports_json(&[&p]);
-        let parsed = xdhcp::import::parse(&doc.to_string())?;
-        db.import(&parsed).context("committing a port")?;
-        let committed = Instant::now();
-        loop {
-            xid += 1;
-            let mut d = RequestFrame::discover(p.mac);
-            d.xid = xid.to_be_bytes();
-            if exchange(&sock, &d, Duration::from_millis(1)).is_some() {
-                delays.push(committed.elapsed());
-                break;
-            }
-            anyhow::ensure!(
-                committed.elapsed() < Duration::from_secs(10),
-                "port {} never answered",
-                p.id
-            );
-        }
-    }
+    let (load, changes) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            gen.run(
+                Some(LOAD_RATE),
+                Duration::from_secs(600),
+                Duration::from_millis(200),
+                &stop,
+            )
+        });
+        // Let the load reach its rate first.
+        std::thread::sleep(Duration::from_millis(500));
+        let changes = commit_and_probe(&c, &net0, per_net, &mut db, &sock, &mut xid, &mut delays);
+        stop.store(true, Ordering::Relaxed);
+        (load.join().expect("the load thread"), changes)
+    });
+    changes?;
+    let load = load?;
+    drop(load_ns);
+
     delays.sort();
     let pct =
         |q: f64| delays[((delays.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
@@ -150,11 +191,53 @@ fn main() -> Result<()> {
         rss_kb / 1024
     );
     println!(
-        "  committed port → fast path answers ({} ports):     p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "  load meanwhile (project's generator, {} VM MACs):   {:.0} DISCOVER/s sent, {:.0} OFFER/s back",
+        per_net - 2,
+        load.sent_per_s(),
+        load.replies_per_s()
+    );
+    println!(
+        "  committed port → fast path answers ({} ports, under that load): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         delays.len(),
         pct(0.5),
         pct(0.99),
         pct(1.0)
     );
+    Ok(())
+}
+
+/// Commits network `net`'s ports from host number `10 + per_net` up, one at a
+/// time, and after each sends DISCOVERs every millisecond until the fast path
+/// answers; pushes each delay from commit to answer.
+fn commit_and_probe(
+    c: &Cloud,
+    net: &Net,
+    per_net: usize,
+    db: &mut Db,
+    sock: &RawSocket,
+    xid: &mut u32,
+    delays: &mut Vec<Duration>,
+) -> Result<()> {
+    for host in (10 + per_net as u8)..250 {
+        let p = c.vm_port(net, host);
+        let doc: Value = Cloud::ports_json(&[&p]);
+        let parsed = xdhcp::import::parse(&doc.to_string())?;
+        db.import(&parsed).context("committing a port")?;
+        let committed = Instant::now();
+        loop {
+            *xid += 1;
+            let mut d = RequestFrame::discover(p.mac);
+            d.xid = xid.to_be_bytes();
+            if exchange(sock, &d, Duration::from_millis(1)).is_some() {
+                delays.push(committed.elapsed());
+                break;
+            }
+            anyhow::ensure!(
+                committed.elapsed() < Duration::from_secs(10),
+                "port {} never answered",
+                p.id
+            );
+        }
+    }
     Ok(())
 }
