@@ -34,8 +34,7 @@ pub fn leases(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
     if let Some(maps) = maps(bpffs) {
         let names = net_names(&db)?;
         let (boot, unix) = (boottime_ns(), unix_now());
-        for entry in maps.acks.iter() {
-            let (key, rec) = entry.context("reading ACKS")?;
+        for (key, rec) in maps.all_acks()? {
             let network = names
                 .get(&key.net)
                 .cloned()

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use dhcp_ebpf::{ClientKey, EXPIRES_NEVER};
+use dhcp_ebpf::{AckRecord, ClientKey, EXPIRES_NEVER};
 
 use crate::{
     bpffs,
@@ -529,19 +529,38 @@ impl Daemon {
         Ok(())
     }
 
-    /// Records the leases the fast path granted since the last look.
+    /// Records the leases the fast path granted since the last look, in one
+    /// transaction. Under load that is thousands a second: network and port
+    /// are looked up in indexes built once per poll, not by scanning.
     fn poll_acks(&mut self) -> Result<()> {
         let boot_now = boottime_ns();
         let unix = unix_now();
-        let mut fresh = Vec::new();
-        for entry in self.sync.maps.acks.iter() {
-            let (key, rec) = entry.context("reading ACKS")?;
-            if self.acks_seen.get(&key) != Some(&rec.acked_ns) {
-                fresh.push((key, rec));
-            }
+        let fresh: Vec<(ClientKey, AckRecord)> = self
+            .sync
+            .maps
+            .all_acks()?
+            .into_iter()
+            .filter(|(key, rec)| self.acks_seen.get(key) != Some(&rec.acked_ns))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
         }
-        for (key, rec) in fresh {
-            let network = self.network_of(key.net).unwrap_or_default();
+        let networks: HashMap<u32, &String> = self.net_ids.iter().map(|(n, id)| (*id, n)).collect();
+        let mut ports: HashMap<u32, HashMap<[u8; 6], &str>> = HashMap::new();
+        let mut records = Vec::with_capacity(fresh.len());
+        for (key, rec) in &fresh {
+            let network = networks.get(&key.net).map(|n| n.as_str()).unwrap_or("");
+            let by_mac = ports.entry(key.net).or_insert_with(|| {
+                self.sync
+                    .written(network)
+                    .map(|(_, p)| {
+                        p.leases
+                            .iter()
+                            .map(|l| (l.mac, l.port_id.as_str()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
             let expires = (rec.expires_ns != EXPIRES_NEVER).then(|| {
                 unix.saturating_add_signed(
                     ((rec.expires_ns as i128 - boot_now as i128) / 1_000_000_000) as i64,
@@ -549,15 +568,18 @@ impl Daemon {
             });
             let updated =
                 unix.saturating_sub((boot_now.saturating_sub(rec.acked_ns)) / 1_000_000_000);
-            self.db.record_lease(&LeaseRecord {
-                network_id: network.clone(),
+            records.push(LeaseRecord {
+                network_id: network.to_string(),
                 mac: format_mac(&key.mac),
                 ip: Ipv4Addr::from(rec.ip),
-                port_id: self.port_of(&network, key.mac),
+                port_id: by_mac.get(&key.mac).unwrap_or(&"").to_string(),
                 expires,
                 state: "bound".into(),
                 updated,
-            })?;
+            });
+        }
+        self.db.record_leases(&records)?;
+        for (key, rec) in fresh {
             self.acks_seen.insert(key, rec.acked_ns);
         }
         Ok(())

@@ -674,32 +674,42 @@ impl Db {
 
     /// Records a lease, replacing the one of the same (network_id, mac).
     pub fn record_lease(&mut self, l: &LeaseRecord) -> Result<()> {
-        if parse_mac(&l.mac).is_none() {
-            bail!(
-                "lease on network {}: mac {:?} is not a MAC address",
-                l.network_id,
-                l.mac
-            );
+        self.record_leases(std::slice::from_ref(l))
+    }
+
+    /// Records leases in one transaction, each replacing the one of the same
+    /// (network_id, mac). A malformed record fails the whole batch, naming it.
+    pub fn record_leases(&mut self, leases: &[LeaseRecord]) -> Result<()> {
+        let mut rows = Vec::with_capacity(leases.len());
+        for l in leases {
+            if parse_mac(&l.mac).is_none() {
+                bail!(
+                    "lease on network {}: mac {:?} is not a MAC address",
+                    l.network_id,
+                    l.mac
+                );
+            }
+            if !LEASE_STATES.contains(&l.state.as_str()) {
+                bail!(
+                    "lease of {} on network {}: state {:?} is not one of {LEASE_STATES:?}",
+                    l.mac,
+                    l.network_id,
+                    l.state
+                );
+            }
+            let expires = l.expires.map(|e| to_i64(e, "expires")).transpose()?;
+            rows.push((l, expires, to_i64(l.updated, "updated")?));
         }
-        if !LEASE_STATES.contains(&l.state.as_str()) {
-            bail!(
-                "lease of {} on network {}: state {:?} is not one of {LEASE_STATES:?}",
-                l.mac,
-                l.network_id,
-                l.state
-            );
-        }
-        let expires = l.expires.map(|e| to_i64(e, "expires")).transpose()?;
-        let updated = to_i64(l.updated, "updated")?;
-        self.conn
-            .prepare_cached(
+        let ctx = self.ctx(&format!("recording {} lease(s)", leases.len()));
+        let write = |tx: &Transaction| -> Result<()> {
+            let mut stmt = tx.prepare_cached(
                 "INSERT INTO leases (network_id, mac, ip, port_id, expires, state, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (network_id, mac) DO UPDATE SET ip = excluded.ip,
                      port_id = excluded.port_id, expires = excluded.expires,
                      state = excluded.state, updated = excluded.updated",
-            )
-            .and_then(|mut stmt| {
+            )?;
+            for (l, expires, updated) in &rows {
                 stmt.execute(params![
                     l.network_id,
                     l.mac,
@@ -709,13 +719,13 @@ impl Db {
                     l.state,
                     updated
                 ])
-            })
-            .with_context(|| {
-                self.ctx(&format!(
-                    "recording the lease of {} on network {}",
-                    l.mac, l.network_id
-                ))
-            })?;
+                .with_context(|| format!("the lease of {} on network {}", l.mac, l.network_id))?;
+            }
+            Ok(())
+        };
+        let tx = self.write_tx().with_context(|| ctx.clone())?;
+        write(&tx).with_context(|| ctx.clone())?;
+        tx.commit().with_context(|| ctx.clone())?;
         Ok(())
     }
 
@@ -1257,6 +1267,28 @@ mod tests {
                 ("n4".to_string(), 4)
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_of_leases_is_written_whole_or_not_at_all() {
+        let mut t = TempDb::new("lease-batch");
+        let lease = |i: u8| LeaseRecord {
+            network_id: "n1".into(),
+            mac: format!("fa:16:3e:00:00:{i:02x}"),
+            ip: Ipv4Addr::new(10, 0, 0, i),
+            port_id: format!("p{i}"),
+            expires: Some(1_700_000_000),
+            state: "bound".into(),
+            updated: 1_699_990_000,
+        };
+        let good: Vec<_> = (1..=3).map(lease).collect();
+        t.db().record_leases(&good).unwrap();
+        let mut with_bad = vec![lease(4), lease(5)];
+        with_bad[1].mac = "fa:16:3e:zz".into();
+        let err = format!("{:#}", t.db().record_leases(&with_bad).unwrap_err());
+        assert!(err.contains(r#""fa:16:3e:zz""#), "{err}");
+        t.reopen();
+        assert_eq!(t.db().leases().unwrap(), good, "nothing of the bad batch");
     }
 
     #[test]

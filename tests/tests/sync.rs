@@ -93,3 +93,30 @@ fn one_changed_port_is_one_map_update() {
         "one shared blob, no leftovers"
     );
 }
+
+/// The daemon reads every ACK record each second in batches; a map larger
+/// than one batch comes back whole, each record once, values intact.
+#[test]
+fn all_acks_reads_every_record_across_batches() {
+    let pins = TempPinDir::new("xdhcp-acks").unwrap();
+    let fast = FastPath::load(&pins.path).unwrap();
+    let mut maps = fast.maps().unwrap();
+    assert!(maps.all_acks().unwrap().is_empty());
+    let n = 10_000u32;
+    let mut want = BTreeMap::new();
+    for i in 0..n {
+        let key = ClientKey::new(i % 7, [0xfa, 0x16, 0x3e, 0, (i >> 8) as u8, i as u8]);
+        let rec = dhcp_ebpf::AckRecord {
+            ip: (0x0a00_0000 + i).to_be_bytes(),
+            acked_ns: u64::from(i) * 1000,
+            expires_ns: u64::from(i) * 2000,
+            ..Default::default()
+        };
+        maps.acks.insert(key, rec, 0).unwrap();
+        want.insert(key, rec);
+    }
+    let got = maps.all_acks().unwrap();
+    assert_eq!(got.len(), n as usize, "each record once");
+    let got: BTreeMap<_, _> = got.into_iter().collect();
+    assert_eq!(got, want);
+}
