@@ -38,6 +38,9 @@ pub struct RunOptions {
 /// Pin name prefix of the xdhcp_pass link on a plumbed veth's host side
 /// (bpffs refuses names with a dot).
 const PEER_PREFIX: &str = "peer_";
+/// A client's lease row is rewritten for a renewal of the same address at most
+/// this often; `xdhcp leases` shows the live ACK records on top of the rows.
+const LEASE_REFRESH_NS: u64 = 60_000_000_000;
 
 /// Where the pinned links live.
 pub fn links_dir(bpffs: &Path) -> PathBuf {
@@ -75,7 +78,8 @@ struct Daemon {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     slow_counts: HashMap<&'static str, u64>,
-    acks_seen: HashMap<ClientKey, u64>,
+    /// The ACK record last written to the database, per client.
+    acks_seen: HashMap<ClientKey, AckRecord>,
     /// Changes seen → applied: the sync delay the bench reads from the log.
     last_apply: Option<Instant>,
 }
@@ -540,7 +544,17 @@ impl Daemon {
             .maps
             .all_acks()?
             .into_iter()
-            .filter(|(key, rec)| self.acks_seen.get(key) != Some(&rec.acked_ns))
+            .filter(|(key, rec)| match self.acks_seen.get(key) {
+                None => true,
+                // A renewal of the same address: refreshed at most every
+                // LEASE_REFRESH_NS (a client re-ACKed many times a second
+                // would otherwise be one write each time).
+                Some(seen) => {
+                    seen.ip != rec.ip
+                        || rec.acked_ns.saturating_sub(seen.acked_ns) >= LEASE_REFRESH_NS
+                        || (seen.expires_ns == EXPIRES_NEVER) != (rec.expires_ns == EXPIRES_NEVER)
+                }
+            })
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -580,7 +594,7 @@ impl Daemon {
         }
         self.db.record_leases(&records)?;
         for (key, rec) in fresh {
-            self.acks_seen.insert(key, rec.acked_ns);
+            self.acks_seen.insert(key, rec);
         }
         Ok(())
     }
