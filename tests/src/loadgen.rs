@@ -20,11 +20,26 @@ use xdhcp::craft::RequestFrame;
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;
 
+/// Offsets in the DISCOVER frame (untagged, no IP options) of what differs
+/// from client to client.
+const ETH_SRC: usize = 6;
+const UDP_CHECKSUM: usize = 14 + 20 + 6;
+const XID: usize = 14 + 20 + 8 + 4;
+const CHADDR: usize = 14 + 20 + 8 + 28;
+
 /// A generator bound to one device of the current network namespace.
+///
+/// Frames are patched into one batch of buffers per send (source MAC, xid,
+/// chaddr, UDP checksum) rather than kept one per client: with 100k clients
+/// that would be 34 MB for the sender to stream through, crowding the
+/// responder out of the cache the two share.
 pub struct LoadGen {
     tx: OwnedFd,
     counter: OwnedFd,
-    frames: Vec<Vec<u8>>,
+    macs: Vec<[u8; 6]>,
+    /// The UDP checksum of the template (MAC and xid zero), as on the wire.
+    template_checksum: u16,
+    batch: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 /// What one run sent and got back.
@@ -51,19 +66,16 @@ impl LoadGen {
     /// A generator on `ifname` sending one DISCOVER per MAC of `macs`, round
     /// robin, each with its own transaction id.
     pub fn new(ifname: &str, macs: impl IntoIterator<Item = [u8; 6]>) -> Result<Self> {
-        let frames: Vec<Vec<u8>> = macs
-            .into_iter()
-            .enumerate()
-            .map(|(i, mac)| {
-                let mut d = RequestFrame::discover(mac);
-                d.xid = (i as u32).wrapping_add(1).to_be_bytes();
-                d.bytes()
-            })
-            .collect();
+        let macs: Vec<[u8; 6]> = macs.into_iter().collect();
         ensure!(
-            !frames.is_empty(),
+            !macs.is_empty(),
             "the load generator needs at least one MAC"
         );
+        let mut template = RequestFrame::discover([0; 6]);
+        template.xid = [0; 4];
+        let template = template.bytes();
+        let template_checksum =
+            u16::from_be_bytes([template[UDP_CHECKSUM], template[UDP_CHECKSUM + 1]]);
         let ifindex = ifindex(ifname)?;
         // Sending socket: protocol 0 receives nothing.
         let tx = packet_socket(0, ifindex).with_context(|| format!("send socket on {ifname}"))?;
@@ -77,7 +89,9 @@ impl LoadGen {
         let g = Self {
             tx,
             counter,
-            frames,
+            macs,
+            template_checksum,
+            batch: std::sync::Mutex::new(vec![template; BATCH]),
         };
         // Start from zero: PACKET_STATISTICS resets the counts it reports.
         g.replies()?;
@@ -119,7 +133,7 @@ impl LoadGen {
             // A refused frame is counted as if tried, so pacing does not
             // make up for it with a burst.
             refused += (want - n) as u64;
-            next = (next + want) % self.frames.len();
+            next = (next + want) % self.macs.len();
         }
         let secs = start.elapsed().as_secs_f64();
         std::thread::sleep(settle);
@@ -131,19 +145,43 @@ impl LoadGen {
         })
     }
 
-    /// Sends `count` frames starting at frame `first`; returns how many went.
+    /// Client `i`'s DISCOVER (xid i + 1), written over the template in `frame`.
+    fn patch(&self, frame: &mut [u8], i: usize) {
+        let mac = self.macs[i];
+        let xid = (i as u32).wrapping_add(1).to_be_bytes();
+        frame[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac);
+        frame[XID..XID + 4].copy_from_slice(&xid);
+        frame[CHADDR..CHADDR + 6].copy_from_slice(&mac);
+        // RFC 1624: the template's xid and chaddr are zero, so the checksum
+        // only gains the new 16-bit words (both fields sit at even offsets).
+        let mut sum = u32::from(!self.template_checksum);
+        for w in xid.chunks(2).chain(mac.chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let checksum = match !(sum as u16) {
+            0 => 0xffff,
+            c => c,
+        };
+        frame[UDP_CHECKSUM..UDP_CHECKSUM + 2].copy_from_slice(&checksum.to_be_bytes());
+    }
+
+    /// Sends `count` frames from client `first` on; returns how many went.
     fn send_batch(&self, first: usize, count: usize) -> Result<usize> {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         let mut iov: [libc::iovec; BATCH] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; BATCH];
         // SAFETY: mmsghdr is plain data; zero is a valid empty header.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for k in 0..count {
-            let f = &self.frames[(first + k) % self.frames.len()];
+        for (k, frame) in batch.iter_mut().take(count).enumerate() {
+            self.patch(frame, (first + k) % self.macs.len());
             iov[k] = libc::iovec {
-                iov_base: f.as_ptr() as *mut libc::c_void,
-                iov_len: f.len(),
+                iov_base: frame.as_mut_ptr().cast(),
+                iov_len: frame.len(),
             };
             msgs[k].msg_hdr.msg_iov = &mut iov[k];
             msgs[k].msg_hdr.msg_iovlen = 1;
@@ -291,4 +329,41 @@ fn attach_udp_dport_68_filter(fd: &OwnedFd) -> Result<()> {
         std::io::Error::last_os_error()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A patched frame is the frame the request builder makes for that client.
+    #[test]
+    fn patched_frames_equal_built_ones() {
+        let macs = [
+            [0xfa, 0x16, 0x3e, 0, 0, 1],
+            [0xfa, 0x16, 0x3e, 0xff, 0xff, 0xff],
+            [0, 0, 0, 0, 0, 0],
+            [0xff; 6],
+        ];
+        let mut template = RequestFrame::discover([0; 6]);
+        template.xid = [0; 4];
+        let template = template.bytes();
+        // The sockets are not needed to patch: a generator without them.
+        let g = LoadGen {
+            tx: std::fs::File::open("/dev/null").unwrap().into(),
+            counter: std::fs::File::open("/dev/null").unwrap().into(),
+            macs: macs.to_vec(),
+            template_checksum: u16::from_be_bytes([
+                template[UDP_CHECKSUM],
+                template[UDP_CHECKSUM + 1],
+            ]),
+            batch: std::sync::Mutex::new(Vec::new()),
+        };
+        for (i, mac) in macs.iter().enumerate() {
+            let mut frame = template.clone();
+            g.patch(&mut frame, i);
+            let mut want = RequestFrame::discover(*mac);
+            want.xid = (i as u32 + 1).to_be_bytes();
+            assert_eq!(frame, want.bytes(), "client {i}");
+        }
+    }
 }
