@@ -1024,7 +1024,8 @@ fn write_docs(results: &[Outcome], baseline: f64) -> Result<()> {
         md,
         "One network {CIDR} holding all the ports; its qdhcp namespace is plumbed onto a test \
          bridge (by `xdhcp run --plumb`, and by the same plumbing code for dnsmasq, which then \
-         runs in that namespace with the command line and files neutron-dhcp-agent writes). \
+         runs in that namespace with the command line and files neutron-dhcp-agent writes: \
+         hosts, addn_hosts, opts, and the initial leases file, one line per port). \
          perfdhcp runs in a namespace of its own on the bridge with {PERF_IP}/{PREFIX}; it acts \
          as a relay (giaddr {PERF_IP}, unicast to {SERVER_IP}:67) and takes each exchange's \
          client MAC at random from the ports' MACs (`-M`). Each rate runs {PERIOD_S} s; the \
@@ -1247,9 +1248,17 @@ fn write_docs(results: &[Outcome], baseline: f64) -> Result<()> {
             .join(" ")
             .replace("-r 1 ", "-r RATE ")
     )?;
-    for o in results.iter().take(2) {
-        writeln!(md, "# {} (in qdhcp-<network>):\n{}", o.server, o.command)?;
+    for server in ["xdhcp", "dnsmasq"] {
+        if let Some(o) = results.iter().find(|o| o.server == server) {
+            writeln!(md, "# {} (in qdhcp-<network>):\n{}", o.server, o.command)?;
+        }
     }
+    writeln!(
+        md,
+        "# the ceiling: tests/src/loadgen.rs on ns-<port>, after\n\
+         ip link set ns-<port> nomaster\n\
+         ip netns exec qdhcp-<network> sh -c 'echo 1 > /sys/class/net/tap<port>/threaded'"
+    )?;
     writeln!(md, "```")?;
 
     fs::create_dir_all(&docs)?;
