@@ -149,6 +149,10 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         last_apply: None,
     };
     d.full_sync()?;
+    // Reading and planning every port at once leaves freed memory in malloc's
+    // arenas (tens of MiB at 100k ports): give it back.
+    // SAFETY: malloc_trim only releases free memory of this process.
+    unsafe { libc::malloc_trim(0) };
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "maps in sync with the database"
