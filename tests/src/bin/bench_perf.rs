@@ -1072,7 +1072,13 @@ fn write_docs(results: &[Outcome], baseline: f64) -> Result<()> {
                     f.perf_cpu
                 )
             })
-            .unwrap_or_else(|| "none up to the cap".into());
+            .unwrap_or_else(|| {
+                if b.achieved < 0.9 * f64::from(b.target) {
+                    "none: perfdhcp could not send faster".into()
+                } else {
+                    "none up to the cap".into()
+                }
+            });
         writeln!(
             md,
             "| {} | {} | {:.1} | {} | {:.1}% | {} / {} | {} / {} | {:.0}% | {} | {:.0}% | {} |",
@@ -1199,6 +1205,30 @@ fn write_docs(results: &[Outcome], baseline: f64) -> Result<()> {
         )?;
     }
 
+    let daemon_out = read("BENCH_DAEMON_OUT");
+    if let (Some(rss), Some(nets)) = (
+        number_after(&daemon_out, "daemon RSS after start-up:"),
+        number_after(&daemon_out, "change-to-answer ("),
+    ) {
+        let smallest = results
+            .iter()
+            .filter(|o| o.server == "dnsmasq")
+            .min_by_key(|o| o.ports);
+        writeln!(
+            md,
+            "\nPer network: the daemon section's xdhcp serves {nets:.0} networks with {rss:.0} MiB \
+             of RSS in all, {:.2} MiB a network{}.",
+            rss / nets,
+            smallest
+                .map(|o| format!(
+                    "; one dnsmasq a network takes {:.1} MiB with {} ports (the fewest measured here)",
+                    o.rss_kib as f64 / 1024.0,
+                    o.ports
+                ))
+                .unwrap_or_default()
+        )?;
+    }
+
     writeln!(md, "\n## Start-up\n")?;
     writeln!(
         md,
@@ -1321,9 +1351,9 @@ fn summary(md: &mut String, results: &[Outcome], daemon: &str, fast: &str) -> Re
     };
     let row = match (ceiling(1_000), ceiling(100_000)) {
         (Some(a), Some(b)) => format!(
-            "| the same with the project's generator (OFFER/s) | {:.0} against {:.0}: {:+.1}% | {} |",
-            b.load.replies_per_s(),
-            a.load.replies_per_s(),
+            "| the same with the project's generator (OFFER/s) | {} against {}: {:+.1}% | {} |",
+            thousands(b.load.replies_per_s()),
+            thousands(a.load.replies_per_s()),
             100.0 * (b.load.replies_per_s() - a.load.replies_per_s()) / a.load.replies_per_s(),
             verdict(b.load.replies_per_s() >= 0.85 * a.load.replies_per_s())
         ),
@@ -1342,8 +1372,8 @@ fn summary(md: &mut String, results: &[Outcome], daemon: &str, fast: &str) -> Re
         let (n, c) = best;
         writeln!(
             md,
-            "| the responder's ceiling, replies/s and CPU per reply (project's generator) | {:.0} OFFER/s ({n} ports), {:.0} ns of the responder's core per OFFER (XDP program {}); bound: see *Ceiling* | found |",
-            c.load.replies_per_s(),
+            "| the responder's ceiling, replies/s and CPU per reply (project's generator) | {} OFFER/s ({n} ports), {:.0} ns of the responder's core per OFFER (XDP program {}); bound: see *Ceiling* | found |",
+            thousands(c.load.replies_per_s()),
             c.cpu.ns_per(c.load.replies, Some(c.responder_core)),
             c.xdp_ns.map(|v| format!("{v:.0} ns")).unwrap_or_else(|| "?".into())
         )?;
@@ -1431,10 +1461,10 @@ fn ceiling_section(md: &mut String, results: &[Outcome]) -> Result<()> {
     for (o, c) in &rows {
         writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.2}% | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {:.2}% | {} | {:.0} | {:.0} | {} |",
             o.ports,
-            c.load.sent_per_s(),
-            c.load.replies_per_s(),
+            thousands(c.load.sent_per_s()),
+            thousands(c.load.replies_per_s()),
             100.0 * c.load.replies as f64 / c.load.sent.max(1) as f64,
             c.xdp_ns
                 .map(|v| format!("{v:.0}"))
@@ -1464,9 +1494,9 @@ fn ceiling_section(md: &mut String, results: &[Outcome]) -> Result<()> {
             format!(
                 "the generator's core was {gen_core:.0}% busy and {:.2}% of what it sent was answered: \
                  the generator is the limit, and the responder's core ({resp_core:.0}% busy) \
-                 spent {per_offer:.0} ns per OFFER, i.e. about {:.0} OFFER/s for a whole core",
+                 spent {per_offer:.0} ns per OFFER, i.e. about {} OFFER/s for a whole core",
                 answered * 100.0,
-                1e9 / per_offer
+                thousands((1e9 / per_offer / 1000.0).round() * 1000.0)
             )
         } else if answered < 0.99 {
             format!(
@@ -1483,6 +1513,19 @@ fn ceiling_section(md: &mut String, results: &[Outcome]) -> Result<()> {
         writeln!(md, "- {} ports: {bound}.", o.ports)?;
     }
     Ok(())
+}
+
+/// 681759 → "681,759".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The run that completed the most exchanges, held or not.
