@@ -33,8 +33,9 @@ enum Cmd {
     Build,
     /// The demo: build, then run `xdhcp demo` (needs root).
     Demo,
-    /// Benchmarks: perfdhcp against xdhcp and dnsmasq, ns per fast-path reply, daemon start-up,
-    /// change-to-answer, memory; writes docs/benchmarks.md and docs/benchmarks.png (needs root).
+    /// Benchmarks: perfdhcp against xdhcp and dnsmasq, the responder's ceiling with the
+    /// project's load generator, ns per fast-path reply, daemon start-up, change-to-answer
+    /// under load, memory; writes docs/benchmarks.md and docs/benchmarks.png (needs root).
     Bench,
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
