@@ -734,16 +734,9 @@ fn proc_cpu_s(pid: u32) -> Option<f64> {
 
 /// (busy, total) jiffies of all CPUs from /proc/stat.
 fn machine_ticks() -> Result<(u64, u64)> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    let cpu = stat.lines().next().context("empty /proc/stat")?;
-    let v: Vec<u64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
+    let all = cpu_ticks()?.swap_remove(0);
+    let total: u64 = all.iter().sum();
+    Ok((total - all[3] - all[4], total))
 }
 
 fn rss_kib(pid: u32) -> u64 {
