@@ -359,6 +359,19 @@ impl Drop for Cloud {
     }
 }
 
+/// A throwaway namespace (`PREFIX-…`) whose `eth0` is up and whose veth peer
+/// `host` is up on `bridge`; the pair goes with the namespace.
+pub fn namespace_on_bridge(prefix: &str, bridge: &str, host: &str) -> Result<TempNs> {
+    let ns = TempNs::new(prefix)?;
+    ip(&[
+        "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ])?;
+    ip(&["link", "set", host, "master", bridge])?;
+    ip(&["link", "set", host, "up"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(ns)
+}
+
 /// Sends a DISCOVER (or `frame`) from a VM socket and waits for the reply with its xid.
 pub fn exchange(
     sock: &RawSocket,

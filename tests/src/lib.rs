@@ -1,7 +1,10 @@
 //! Shared fixtures of the integration tests and benchmarks: a loaded fast path
 //! with its maps, clients to put in them, and BPF_PROG_TEST_RUN of frames.
 
-use std::net::Ipv4Addr;
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 
 use anyhow::{Context, Result};
 use aya::{Ebpf, TestRun, TestRunOptions};
@@ -228,47 +231,19 @@ pub fn verdict_name(v: u32) -> &'static str {
 
 /// An AF_PACKET socket on one device: sends and receives whole frames.
 pub struct RawSocket {
-    fd: std::os::fd::OwnedFd,
+    fd: OwnedFd,
 }
 
 impl RawSocket {
     /// Binds to `ifname` in the current thread's network namespace.
     pub fn bind(ifname: &str) -> Result<Self> {
-        use std::os::fd::FromRawFd;
-        let c_name = std::ffi::CString::new(ifname)?;
-        // SAFETY: plain libc calls; every result is checked.
-        unsafe {
-            let ifindex = libc::if_nametoindex(c_name.as_ptr());
-            anyhow::ensure!(ifindex != 0, "no device {ifname}");
-            let proto = (libc::ETH_P_ALL as u16).to_be();
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
-            anyhow::ensure!(
-                fd >= 0,
-                "socket(AF_PACKET): {}",
-                std::io::Error::last_os_error()
-            );
-            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = proto;
-            addr.sll_ifindex = ifindex as i32;
-            let rc = libc::bind(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            anyhow::ensure!(
-                rc == 0,
-                "bind to {ifname}: {}",
-                std::io::Error::last_os_error()
-            );
-            Ok(Self { fd })
-        }
+        let fd = packet_socket(libc::ETH_P_ALL as u16, if_index(ifname)?)
+            .with_context(|| format!("packet socket on {ifname}"))?;
+        Ok(Self { fd })
     }
 
     /// Sends one frame.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
-        use std::os::fd::AsRawFd;
         // SAFETY: the buffer is valid for its length.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
         anyhow::ensure!(
@@ -285,7 +260,6 @@ impl RawSocket {
         timeout: std::time::Duration,
         want: impl Fn(&[u8]) -> bool,
     ) -> Option<Vec<u8>> {
-        use std::os::fd::AsRawFd;
         let deadline = std::time::Instant::now() + timeout;
         let mut buf = vec![0u8; 4096];
         loop {
@@ -308,6 +282,44 @@ impl RawSocket {
             }
         }
     }
+}
+
+/// The index of device `ifname` in the current thread's namespace.
+pub(crate) fn if_index(ifname: &str) -> Result<i32> {
+    let c_name = std::ffi::CString::new(ifname)?;
+    // SAFETY: a valid C string; asks the current thread's namespace.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    anyhow::ensure!(index != 0, "no device {ifname}");
+    Ok(index as i32)
+}
+
+/// An AF_PACKET raw socket for `protocol` (host order), bound to `ifindex`.
+pub(crate) fn packet_socket(protocol: u16, ifindex: i32) -> Result<OwnedFd> {
+    let proto = protocol.to_be();
+    // SAFETY: plain socket call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    anyhow::ensure!(
+        fd >= 0,
+        "socket(AF_PACKET): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = proto;
+    addr.sll_ifindex = ifindex;
+    // SAFETY: a valid sockaddr_ll of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    anyhow::ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+    Ok(fd)
 }
 
 /// Is `frame` an untagged IPv4/UDP frame to port 68 carrying a DHCP message

@@ -9,7 +9,7 @@
 //! filter accepted, queued or dropped.
 
 use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -76,12 +76,13 @@ impl LoadGen {
         let template = template.bytes();
         let template_checksum =
             u16::from_be_bytes([template[UDP_CHECKSUM], template[UDP_CHECKSUM + 1]]);
-        let ifindex = ifindex(ifname)?;
+        let ifindex = crate::if_index(ifname)?;
         // Sending socket: protocol 0 receives nothing.
-        let tx = packet_socket(0, ifindex).with_context(|| format!("send socket on {ifname}"))?;
+        let tx =
+            crate::packet_socket(0, ifindex).with_context(|| format!("send socket on {ifname}"))?;
         setsockopt(&tx, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
             .context("PACKET_QDISC_BYPASS")?;
-        let counter = packet_socket(libc::ETH_P_ALL as u16, ifindex)
+        let counter = crate::packet_socket(libc::ETH_P_ALL as u16, ifindex)
             .with_context(|| format!("counting socket on {ifname}"))?;
         attach_udp_dport_68_filter(&counter)?;
         // Nothing is ever read: a small buffer keeps the drops cheap.
@@ -232,43 +233,6 @@ impl LoadGen {
         // The kernel has already added the drops into tp_packets.
         Ok(u64::from(st.tp_packets))
     }
-}
-
-fn ifindex(ifname: &str) -> Result<i32> {
-    let c_name = std::ffi::CString::new(ifname)?;
-    // SAFETY: a valid C string; asks the current thread's namespace.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    ensure!(index != 0, "no device {ifname}");
-    Ok(index as i32)
-}
-
-/// An AF_PACKET raw socket for `protocol` (host order), bound to `ifindex`.
-fn packet_socket(protocol: u16, ifindex: i32) -> Result<OwnedFd> {
-    let proto = protocol.to_be();
-    // SAFETY: plain socket call; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    ensure!(
-        fd >= 0,
-        "socket(AF_PACKET): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = ifindex;
-    // SAFETY: a valid sockaddr_ll of the size given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
-    Ok(fd)
 }
 
 fn setsockopt(fd: &OwnedFd, level: i32, name: i32, value: i32) -> Result<()> {

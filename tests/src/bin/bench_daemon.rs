@@ -17,9 +17,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc, netns::TempNs};
+use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc};
 use xdhcp_tests::{
-    cloud::{exchange, Cloud, Net},
+    cloud::{exchange, namespace_on_bridge, Cloud, Net},
     loadgen::LoadGen,
     RawSocket,
 };
@@ -113,23 +113,7 @@ fn main() -> Result<()> {
 
     // Load while the changes land: the project's generator sends DISCOVERs
     // for network 0's ports at LOAD_RATE from a namespace on the same bridge.
-    let load_ns = TempNs::new("xbload")?;
-    let load_dev = format!("xl{}", c.tag);
-    xdhcp::netns::ip(&[
-        "link",
-        "add",
-        &load_dev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &load_ns.name,
-    ])?;
-    xdhcp::netns::ip(&["link", "set", &load_dev, "master", &c.bridge])?;
-    xdhcp::netns::ip(&["link", "set", &load_dev, "up"])?;
-    load_ns.ip(&["link", "set", "eth0", "up"])?;
+    let load_ns = namespace_on_bridge("xbload", &c.bridge, &format!("xl{}", c.tag))?;
     // Not host 10: that is the VM's MAC, which the bridge must keep on the VM's port.
     let load_macs: Vec<[u8; 6]> = (11..10 + per_net as u8 - 1)
         .map(|h| c.vm_port(&net0, h).mac)

@@ -35,7 +35,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use xdhcp::{db::Db, netns::TempNs};
 use xdhcp_tests::{
-    cloud::{Cloud, Net},
+    cloud::{namespace_on_bridge, Cloud, Net},
     dnsmasq::{neutron_conf, Agent, ConfDir, DnsmasqGuard, DNSMASQ},
     loadgen::{Load, LoadGen},
 };
@@ -205,18 +205,10 @@ struct Perf {
 
 impl Perf {
     fn new(bridge: &str, tag: &str, ports: usize, server_mac: [u8; 6]) -> Result<Self> {
-        let ns = TempNs::new("xbperf")?;
-        let host = format!("xp{tag}");
-        // Created with its peer inside the namespace: removing it removes both.
-        xdhcp::netns::ip(&[
-            "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ])?;
         let perf = Self {
+            ns: namespace_on_bridge("xbperf", bridge, &format!("xp{tag}"))?,
             macs: PathBuf::from(format!("/tmp/xdhcp-bench-macs-{tag}")),
-            ns,
         };
-        xdhcp::netns::ip(&["link", "set", &host, "master", bridge])?;
-        xdhcp::netns::ip(&["link", "set", &host, "up"])?;
         perf.ns
             .ip(&["addr", "add", &format!("{PERF_IP}/{PREFIX}"), "dev", "eth0"])?;
         perf.ns.ip(&["link", "set", "eth0", "up"])?;
