@@ -322,6 +322,19 @@ pub(crate) fn packet_socket(protocol: u16, ifindex: i32) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// VmRSS of process `pid` in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// Is `frame` an untagged IPv4/UDP frame to port 68 carrying a DHCP message
 /// with transaction id `xid`?
 pub fn is_dhcp_reply(frame: &[u8], xid: [u8; 4]) -> bool {

@@ -21,7 +21,7 @@ use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc};
 use xdhcp_tests::{
     cloud::{exchange, namespace_on_bridge, Cloud, Net},
     loadgen::LoadGen,
-    RawSocket,
+    rss_kib, RawSocket,
 };
 
 /// DISCOVERs per second sent while ports are committed: twice what perfdhcp
@@ -98,18 +98,7 @@ fn main() -> Result<()> {
             c.log()
         );
     };
-    let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", c.daemon_pid().unwrap()))?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:").map(|v| {
-                v.trim()
-                    .trim_end_matches(" kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0)
-            })
-        })
-        .unwrap_or(0);
+    let rss_kb = rss_kib(c.daemon_pid().context("the daemon stopped")?);
 
     // Load while the changes land: the project's generator sends DISCOVERs
     // for network 0's ports at LOAD_RATE from a namespace on the same bridge.

@@ -38,6 +38,7 @@ use xdhcp_tests::{
     cloud::{namespace_on_bridge, Cloud, Net},
     dnsmasq::{neutron_conf, Agent, ConfDir, DnsmasqGuard, DNSMASQ},
     loadgen::{Load, LoadGen},
+    rss_kib,
 };
 
 const PERIOD_S: u32 = 5;
@@ -731,18 +732,6 @@ fn machine_ticks() -> Result<(u64, u64)> {
     Ok((total - all[3] - all[4], total))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
-
 /// bytes_memlock summed over the distinct maps pinned under `dir`.
 fn pinned_map_bytes(dir: &Path) -> Result<u64> {
     let mut ids = std::collections::BTreeMap::new();
@@ -754,13 +743,8 @@ fn pinned_map_bytes(dir: &Path) -> Result<u64> {
                 stack.push(path);
                 continue;
             }
-            let out = Command::new("bpftool")
-                .args(["-j", "map", "show", "pinned"])
-                .arg(&path)
-                .output()
-                .context("running bpftool")?;
             // Pins of programs and links are not maps: bpftool refuses them.
-            let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+            let Ok(v) = bpftool(&["map", "show", "pinned", &path.display().to_string()]) else {
                 continue;
             };
             if let (Some(id), Some(bytes)) = (v["id"].as_u64(), v["bytes_memlock"].as_u64()) {
