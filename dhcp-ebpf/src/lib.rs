@@ -19,6 +19,8 @@ pub mod map_name {
     pub const ACKS: &str = "ACKS";
     /// Per-CPU counters indexed by [`stat`](super::stat).
     pub const STATS: &str = "STATS";
+    /// Relay addresses (giaddr, network order as u32) answered under `NET_RELAY_LISTED`.
+    pub const RELAYS: &str = "RELAYS";
     /// Per-CPU scratch buffer the program builds a reply in.
     pub const SCRATCH: &str = "SCRATCH";
     /// Per-CPU scratch the options walk writes its findings to.
@@ -26,7 +28,9 @@ pub mod map_name {
     /// Tail-call table: slot 0 holds the fast path.
     pub const JUMP: &str = "JUMP";
     /// Every map, shared through bpffs pins by the fast path and all entries.
-    pub const ALL: [&str; 8] = [LEASES, OPTS, NETS, ACKS, STATS, SCRATCH, PARSED, JUMP];
+    pub const ALL: [&str; 9] = [
+        LEASES, OPTS, NETS, ACKS, STATS, SCRATCH, PARSED, JUMP, RELAYS,
+    ];
 }
 
 /// XDP verdicts as BPF_PROG_TEST_RUN reports them.
@@ -57,6 +61,8 @@ pub const LEASES_MAX: u32 = 262_144;
 pub const OPTS_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of [`map_name::NETS`]: networks served by one daemon.
 pub const NETS_MAX: u32 = 16_384;
+/// Capacity of [`map_name::RELAYS`]: `relay_addresses` of the agent config.
+pub const RELAYS_MAX: u32 = 256;
 /// Capacity of [`map_name::ACKS`] (LRU: the oldest records go first).
 pub const ACKS_MAX: u32 = 131_072;
 
@@ -72,8 +78,12 @@ pub const LEASE_INFINITE: u32 = u32::MAX;
 /// `AckRecord::expires_ns` value for an infinite lease.
 pub const EXPIRES_NEVER: u64 = u64::MAX;
 
-/// `NetConfig::flags`: answer requests relayed through giaddr on the fast path.
+/// `NetConfig::flags`: answer requests relayed through giaddr (never from a
+/// port of the network itself).
 pub const NET_RELAY_OK: u16 = 1;
+/// `NetConfig::flags`, with `NET_RELAY_OK`: only relays whose giaddr is in
+/// [`map_name::RELAYS`].
+pub const NET_RELAY_LISTED: u16 = 2;
 
 /// A client: the network it is on (daemon-assigned id) and its MAC address.
 /// The network is part of the key because ifindex repeats across namespaces.

@@ -25,8 +25,8 @@ use aya_ebpf::{
 };
 use dhcp_ebpf::{
     stat, AckRecord, ClientKey, Lease, NetConfig, OptsBlob, Scratch, ACKS_MAX, EXPIRES_NEVER,
-    LEASES_MAX, LEASE_INFINITE, NETS_MAX, NET_META_LEN, NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES,
-    SCRATCH_LEN,
+    LEASES_MAX, LEASE_INFINITE, NETS_MAX, NET_META_LEN, NET_RELAY_LISTED, NET_RELAY_OK, OPTS_MAX,
+    OPTS_MAX_ENTRIES, RELAYS_MAX, SCRATCH_LEN,
 };
 
 /// The network an `xdhcp` entry instance serves (set by the loader).
@@ -41,6 +41,10 @@ static LEASES: HashMap<ClientKey, Lease, { LEASES_MAX as usize }, NO_PREALLOC> =
 static OPTS: HashMap<u32, OptsBlob, { OPTS_MAX_ENTRIES as usize }, NO_PREALLOC> = HashMap::new();
 #[btf_map]
 static NETS: HashMap<u32, NetConfig, { NETS_MAX as usize }> = HashMap::new();
+/// giaddr (network byte order, as a u32) → 1: the relays answered when a
+/// network has NET_RELAY_LISTED.
+#[btf_map]
+static RELAYS: HashMap<u32, u8, { RELAYS_MAX as usize }> = HashMap::new();
 #[btf_map]
 static ACKS: LruHashMap<ClientKey, AckRecord, { ACKS_MAX as usize }> = LruHashMap::new();
 #[btf_map]
@@ -229,6 +233,35 @@ impl Request {
     }
 }
 
+/// The relay rule. Its map keys live in the (not yet used) reply scratch:
+/// the program's stack has no room left for them.
+#[inline(always)]
+fn relay_allowed(net: u32, flags: u16, req: &Request) -> Result<(), Pass> {
+    if flags & NET_RELAY_OK == 0 {
+        return Err(stat::PASS_OTHER);
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(stat::PASS_OTHER)?;
+    // SAFETY: the scratch value is 4096 bytes, this program's alone on this
+    // CPU, and written again from the start when the reply is built.
+    let (relay, giaddr) = unsafe {
+        let base = (*scratch).buf.as_mut_ptr();
+        (
+            &mut *(base as *mut ClientKey),
+            &mut *(base.add(16) as *mut u32),
+        )
+    };
+    *giaddr = u32::from_ne_bytes(req.giaddr);
+    if flags & NET_RELAY_LISTED != 0 && RELAYS.get_ptr(&*giaddr).is_none() {
+        return Err(stat::PASS_OTHER);
+    }
+    // A port of this network is a VM, not a relay.
+    *relay = ClientKey::new(net, req.eth_src);
+    if LEASES.get_ptr(&*relay).is_some() {
+        return Err(stat::PASS_SPOOFED);
+    }
+    Ok(())
+}
+
 #[inline(always)]
 fn try_xdhcp(ctx: &XdpContext) -> Result<u8, Pass> {
     let req = parse(ctx)?;
@@ -241,8 +274,11 @@ fn try_xdhcp(ctx: &XdpContext) -> Result<u8, Pass> {
     let net = network(ctx)?;
     // SAFETY: values are read once, before any map update in this run.
     let cfg = unsafe { NETS.get(net) }.ok_or(stat::PASS_UNKNOWN)?;
-    if relayed && cfg.flags & NET_RELAY_OK == 0 {
-        return Err(stat::PASS_OTHER);
+    // Relayed requests prove nothing about who asks (the Ethernet source is
+    // the relay's): answered only when relaying is on, from a listed relay if
+    // there is a list, and never from a port of this network (a VM).
+    if relayed {
+        relay_allowed(net, cfg.flags, &req)?;
     }
     let key = ClientKey::new(net, mac);
     let lease = unsafe { LEASES.get(key) }.ok_or(stat::PASS_UNKNOWN)?;

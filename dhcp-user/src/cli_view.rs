@@ -25,7 +25,7 @@ fn net_names(db: &Db) -> Result<BTreeMap<u32, String>> {
 
 /// Lease store rows, updated with what the fast path granted since the daemon last recorded.
 pub fn leases(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
-    let db = Db::open(db_path)?;
+    let db = Db::open_read_only(db_path)?;
     let mut rows: BTreeMap<(String, String), LeaseRecord> = db
         .leases()?
         .into_iter()
@@ -93,7 +93,7 @@ pub fn stats(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
     for (name, v) in stat::NAMES.iter().zip(fast) {
         out.insert(name.to_string(), v);
     }
-    let db = Db::open(db_path)?;
+    let db = Db::open_read_only(db_path)?;
     let slow: BTreeMap<String, u64> = db.counters()?.into_iter().collect();
     for c in Counter::ALL {
         out.insert(
@@ -128,7 +128,7 @@ struct PortRow {
 pub fn ports(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
     let maps = Maps::open(bpffs)
         .with_context(|| format!("no fast path pinned under {}", bpffs.display()))?;
-    let names = net_names(&Db::open(db_path)?)?;
+    let names = net_names(&Db::open_read_only(db_path)?)?;
     let mut rows = Vec::new();
     for entry in maps.leases.iter() {
         let (key, lease) = entry.context("reading LEASES")?;

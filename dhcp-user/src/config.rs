@@ -23,8 +23,13 @@ pub struct AgentConfig {
     pub force_metadata: bool,
     /// DNS servers handed out when a subnet has no dns_nameservers.
     pub dnsmasq_dns_servers: Vec<Ipv4Addr>,
-    /// xdhcp's own: answer relayed (giaddr) requests on the fast path.
+    /// xdhcp's own: answer requests relayed through giaddr (off by default: a
+    /// relayed request's Ethernet source is the relay's, not the client's, so
+    /// it proves nothing about who asks).
     pub enable_relay: bool,
+    /// xdhcp's own, with `enable_relay`: answer only relays whose giaddr is
+    /// listed (empty: any relay that is not itself a port of the network).
+    pub relay_addresses: Vec<Ipv4Addr>,
 }
 
 impl Default for AgentConfig {
@@ -35,7 +40,8 @@ impl Default for AgentConfig {
             enable_isolated_metadata: false,
             force_metadata: false,
             dnsmasq_dns_servers: Vec::new(),
-            enable_relay: true,
+            enable_relay: false,
+            relay_addresses: Vec::new(),
         }
     }
 }
@@ -99,6 +105,7 @@ impl AgentConfig {
             "force_metadata",
             "dnsmasq_dns_servers",
             "enable_relay",
+            "relay_addresses",
         ];
         if !known.contains(&key) {
             ignored.push(format!("{prefix}{key}"));
@@ -122,6 +129,7 @@ impl AgentConfig {
                 self.dnsmasq_dns_servers = ipv4_list(value).with_context(ctx)?
             }
             "enable_relay" => self.enable_relay = boolean(value).with_context(ctx)?,
+            "relay_addresses" => self.relay_addresses = ipv4_list(value).with_context(ctx)?,
             _ => unreachable!("every known key has an arm"),
         }
         Ok(())
@@ -202,7 +210,8 @@ mod tests {
             ("defaults are Neutron's", "", |c, _| {
                 assert_eq!(c.dhcp_lease_duration, 86400);
                 assert_eq!(c.dns_domain, "openstacklocal");
-                assert!(!c.enable_isolated_metadata && !c.force_metadata && c.enable_relay);
+                assert!(!c.enable_isolated_metadata && !c.force_metadata && !c.enable_relay);
+                assert!(c.relay_addresses.is_empty());
                 assert!(c.dnsmasq_dns_servers.is_empty());
             }),
             ("top-level keys", "dhcp_lease_duration = 600\ndns_domain = \"cloud.example\"\nforce_metadata = true", |c, _| {
@@ -214,9 +223,13 @@ mod tests {
                 assert!(c.enable_isolated_metadata);
                 assert!(!c.enable_relay);
             }),
-            ("ini-style quoted booleans", "[DEFAULT]\nforce_metadata = \"True\"\nenable_relay = \"off\"", |c, _| {
+            ("ini-style quoted booleans", "[DEFAULT]\nforce_metadata = \"True\"\nenable_relay = \"on\"", |c, _| {
                 assert!(c.force_metadata);
-                assert!(!c.enable_relay);
+                assert!(c.enable_relay);
+            }),
+            ("relaying on, limited to listed relays", "enable_relay = true\nrelay_addresses = \"10.9.0.1, 10.9.0.2\"", |c, _| {
+                assert!(c.enable_relay);
+                assert_eq!(c.relay_addresses, vec![ip("10.9.0.1"), ip("10.9.0.2")]);
             }),
             ("dns servers as a TOML array", "dnsmasq_dns_servers = [\"8.8.8.8\", \"8.8.4.4\"]", |c, _| {
                 assert_eq!(c.dnsmasq_dns_servers, vec![ip("8.8.8.8"), ip("8.8.4.4")]);

@@ -4,23 +4,27 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    fs::File,
+    io::{Read, Write},
     net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     sync::mpsc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result};
-use dhcp_ebpf::{AckRecord, ClientKey, EXPIRES_NEVER};
+use anyhow::{anyhow, bail, Context, Result};
+use dhcp_ebpf::{map_name, AckRecord, ClientKey, EXPIRES_NEVER};
 
 use crate::{
     bpffs,
     config::AgentConfig,
     db::{ChangeLogGap, Db, LeaseRecord},
-    ebpf::{self, FastPath},
+    ebpf::{self, AttachMode, FastPath},
     links,
     model::{format_mac, Change, Kind},
     netns, plumb,
+    plumb::VethPeer,
     slowpath::{self, Event, SlowPath},
     sync::{Model, PlannedNet, Sync},
 };
@@ -33,6 +37,9 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     pub plumb: bool,
     pub bridge: Option<String>,
+    /// Start even when the database is missing or empty while the pinned
+    /// fast path serves clients (it then stops serving them).
+    pub allow_empty_db: bool,
 }
 
 /// Pin name prefix of the xdhcp_pass link on a plumbed veth's host side
@@ -56,11 +63,33 @@ pub fn pid_file(bpffs: &Path) -> PathBuf {
     PathBuf::from("/run/xdhcp").join(format!("{flat}.pid"))
 }
 
-/// A network attached to its device.
+/// A network's device being served: by the fast path in `mode`, or (`None`,
+/// when attaching failed) by the slow path alone.
 struct Attached {
     namespace: String,
     ifindex: u32,
+    mode: Option<AttachMode>,
+    /// With `mode` None: when to try attaching XDP again.
+    retry_at: Instant,
     _slow: SlowPath,
+}
+
+/// A network whose changes are not in the maps yet.
+struct Pending {
+    failures: u32,
+    next_try: Instant,
+    /// The error last logged for it (logged again only when it changes).
+    last_error: Option<String>,
+}
+
+/// How long a network waits after its `failures`-th failed apply.
+fn backoff(failures: u32) -> Duration {
+    (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(9))).min(Duration::from_secs(30))
+}
+
+/// The database file's identity, to notice it being deleted or replaced.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Daemon {
@@ -75,13 +104,22 @@ struct Daemon {
     net_ids: HashMap<String, u32>,
     attached: HashMap<String, Attached>,
     plumbed: HashSet<String>,
+    /// Networks whose changes still have to reach the maps (retried with backoff).
+    dirty: HashMap<String, Pending>,
+    /// The last attach/plumb error logged per network (logged once per change).
+    device_errors: HashMap<String, String>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
+    /// Slow-path counts not yet saved in the database.
     slow_counts: HashMap<&'static str, u64>,
-    /// The ACK record last written to the database, per client.
+    counters_failing: bool,
+    /// The ACK record last written to the database, per client still in ACKS.
     acks_seen: HashMap<ClientKey, AckRecord>,
-    /// Changes seen → applied: the sync delay the bench reads from the log.
-    last_apply: Option<Instant>,
+    /// (device, inode) of the database file as opened, and whether a change
+    /// of it was reported.
+    db_identity: Option<(u64, u64)>,
+    db_moved_reported: bool,
+    _lock: PidLock,
 }
 
 /// Runs until SIGTERM or SIGINT; the pinned fast path keeps answering after.
@@ -98,10 +136,15 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    let lock = PidLock::acquire(&opts.bpffs)?;
+    let db_existed = opts.db.exists();
+    if !db_existed && !opts.allow_empty_db {
+        refuse_if_pins_serve(&opts, "does not exist")?;
+    }
     let db = Db::open(&opts.db)?;
+    let db_identity = file_identity(&opts.db);
     bpffs::ensure_dir(&opts.bpffs)?;
     std::fs::create_dir_all(links_dir(&opts.bpffs)).context("creating the links directory")?;
-    write_pid_file(&opts.bpffs)?;
     // The verifier's pass over the fast path and reading the database take
     // similar time: do them side by side.
     let bpffs_dir = opts.bpffs.clone();
@@ -109,6 +152,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     let data_version = db.data_version()?;
     let (snapshot, seq) = db.snapshot_at()?;
     let model = Model::from_snapshot(snapshot);
+    if db_existed && model.networks.is_empty() && !opts.allow_empty_db {
+        refuse_if_pins_serve(&opts, "holds no networks")?;
+    }
     tracing::info!(
         ports = model.ports.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -124,7 +170,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         "fast path {} (maps and programs pinned)",
         if adopted { "adopted" } else { "loaded" }
     );
-    let sync = Sync::adopt(fast.maps()?, cfg.enable_relay)?;
+    let sync = Sync::adopt(fast.maps()?, &cfg)?;
     let mut net_ids = HashMap::new();
     for (network, id) in db.net_ids()? {
         net_ids.insert(network, id);
@@ -142,11 +188,16 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         net_ids,
         attached: HashMap::new(),
         plumbed: HashSet::new(),
+        dirty: HashMap::new(),
+        device_errors: HashMap::new(),
         events_tx,
         events_rx,
         slow_counts: HashMap::new(),
+        counters_failing: false,
         acks_seen: HashMap::new(),
-        last_apply: None,
+        db_identity,
+        db_moved_reported: false,
+        _lock: lock,
     };
     d.full_sync()?;
     // Reading and planning every port at once leaves freed memory in malloc's
@@ -164,7 +215,10 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         "serving"
     );
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    // logrotate and process managers send SIGHUP: it must not kill the daemon.
+    let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_scan = Instant::now();
@@ -174,12 +228,21 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             _ = tick.tick() => {}
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                // Logs go to stderr (the service manager's journal): nothing to reopen.
+                tracing::info!("SIGHUP: reloading every network from the database");
+                if let Err(e) = d.reload() {
+                    tracing::error!("reload on SIGHUP: {e:#}");
+                }
+            }
         }
         if let Err(e) = d.poll_db() {
             tracing::error!("database sync: {e:#}");
         }
+        d.apply_dirty();
         d.drain_events();
         if last_scan.elapsed() >= Duration::from_millis(500) {
+            d.check_db_file();
             d.scan_namespaces().await;
             last_scan = Instant::now();
         }
@@ -195,17 +258,91 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     let _ = d.poll_acks();
     d.flush_counters();
     tracing::info!("stopping; the pinned fast path keeps answering (`xdhcp down` removes it)");
-    let _ = std::fs::remove_file(pid_file(&d.opts.bpffs));
     Ok(())
 }
 
-fn write_pid_file(bpffs: &Path) -> Result<()> {
-    let path = pid_file(bpffs);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Refuses to start on a missing or empty database (a typo in --db, a lost
+/// file) while the pinned fast path serves clients: syncing would remove them.
+fn refuse_if_pins_serve(opts: &RunOptions, what: &str) -> Result<()> {
+    let Ok(maps) = ebpf::Maps::open(&opts.bpffs) else {
+        return Ok(());
+    };
+    let clients = maps.leases.keys().count();
+    if clients == 0 {
+        return Ok(());
     }
-    std::fs::write(&path, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", path.display()))
+    bail!(
+        "database {} {what}, but the fast path pinned at {} serves {clients} client(s); \
+         starting would remove them all. Check --db (a typo?), or pass --allow-empty-db \
+         to start from an empty database on purpose",
+        opts.db.display(),
+        opts.bpffs.display()
+    )
+}
+
+/// The daemon's lock: an flock on its pid file, held for the daemon's whole
+/// life. A second daemon on the same bpffs is refused; `xdhcp down` signals
+/// only a process that holds it (a stale pid file names nobody).
+pub struct PidLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// Takes an exclusive flock on `file` without waiting; false if another holds it.
+fn try_flock(file: &File) -> Result<bool> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err).context("flock")
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<i32> {
+    let mut raw = String::new();
+    file.read_to_string(&mut raw).ok()?;
+    raw.trim().parse().ok()
+}
+
+impl PidLock {
+    /// Takes the lock of the daemon serving `bpffs`, or says who holds it.
+    pub fn acquire(bpffs: &Path) -> Result<PidLock> {
+        let path = pid_file(bpffs);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if !try_flock(&file).with_context(|| format!("locking {}", path.display()))? {
+            let holder = read_pid(&mut file).map_or("unknown".to_string(), |p| p.to_string());
+            bail!(
+                "another xdhcp daemon (pid {holder}) is serving {}: it holds the lock on {}",
+                bpffs.display(),
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(PidLock { file, path })
+    }
+}
+
+impl Drop for PidLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a daemon starting now locks a new file.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = &self.file;
+    }
 }
 
 impl Daemon {
@@ -218,7 +355,9 @@ impl Daemon {
         Ok(id)
     }
 
-    /// Start-up: every network planned and written, stale entries removed.
+    /// Start-up (and reload): every network planned and written, stale
+    /// entries and networks no longer planned removed. A network whose writes
+    /// fail stays served with what it had and is retried.
     fn full_sync(&mut self) -> Result<()> {
         let mut ids: Vec<String> = self.model.networks.keys().cloned().collect();
         ids.sort();
@@ -236,81 +375,158 @@ impl Daemon {
         }
         let ports: usize = plans.values().map(|(_, p)| p.leases.len()).sum();
         tracing::info!(networks = plans.len(), ports, "writing the maps");
-        self.sync.reconcile(plans)?;
+        for (network_id, error) in self.sync.reconcile(plans)? {
+            tracing::error!(network = %network_id, "writing the maps: {error:#}; retrying with backoff");
+            self.dirty.insert(
+                network_id,
+                Pending {
+                    failures: 1,
+                    next_try: Instant::now() + backoff(1),
+                    last_error: Some(format!("{error:#}")),
+                },
+            );
+        }
         Ok(())
     }
 
-    /// Applies committed database changes.
+    /// Reads everything again and rewrites what differs (SIGHUP, a change log
+    /// the daemon fell behind of).
+    fn reload(&mut self) -> Result<()> {
+        let (snapshot, seq) = self.db.snapshot_at()?;
+        self.model = Model::from_snapshot(snapshot);
+        self.seq = seq;
+        self.data_version = self.db.data_version()?;
+        self.full_sync()
+    }
+
+    /// Follows committed database changes into the model and marks the
+    /// networks they touch dirty. The position (seq, data_version) advances
+    /// only once every change read was taken in: a failure re-reads them all
+    /// next time (taking one in again is harmless).
     fn poll_db(&mut self) -> Result<()> {
         let version = self.db.data_version()?;
         if version == self.data_version {
             return Ok(());
         }
-        self.data_version = version;
         let changes = match self.db.changes_since(self.seq) {
             Ok(c) => c,
             Err(e) if e.is::<ChangeLogGap>() => {
                 // Fell behind the pruned change log: start over from a snapshot.
                 tracing::warn!("{e:#}; reloading everything");
-                let (snapshot, seq) = self.db.snapshot_at()?;
-                self.model = Model::from_snapshot(snapshot);
-                self.seq = seq;
-                return self.full_sync();
+                return self.reload();
             }
             Err(e) => return Err(e),
         };
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let t0 = Instant::now();
         let mut affected: HashSet<String> = HashSet::new();
-        for Change { seq, kind, id } in &changes {
-            self.seq = self.seq.max(*seq);
-            match kind {
-                Kind::Network => {
-                    match self.db.network(id)? {
-                        Some(n) => {
-                            self.model.networks.insert(id.clone(), n);
-                        }
-                        None => {
-                            self.model.networks.remove(id);
-                        }
+        let mut seq = self.seq;
+        for Change { seq: s, kind, id } in &changes {
+            self.take_change(*kind, id, &mut affected)?;
+            seq = seq.max(*s);
+        }
+        self.seq = seq;
+        self.data_version = version;
+        let now = Instant::now();
+        for network_id in affected {
+            let p = self.dirty.entry(network_id).or_insert(Pending {
+                failures: 0,
+                next_try: now,
+                last_error: None,
+            });
+            // A new change is worth trying at once, backoff or not.
+            p.next_try = now;
+        }
+        Ok(())
+    }
+
+    /// Takes one change into the model, noting the networks it touches.
+    fn take_change(&mut self, kind: Kind, id: &str, affected: &mut HashSet<String>) -> Result<()> {
+        match kind {
+            Kind::Network => {
+                match self.db.network(id)? {
+                    Some(n) => {
+                        self.model.networks.insert(id.to_string(), n);
                     }
-                    affected.insert(id.clone());
+                    None => {
+                        self.model.networks.remove(id);
+                    }
                 }
-                Kind::Subnet => {
-                    if let Some(old) = self.model.subnets.remove(id) {
-                        affected.insert(old.network_id);
-                    }
-                    if let Some(s) = self.db.subnet(id)? {
-                        affected.insert(s.network_id.clone());
-                        self.model.subnets.insert(id.clone(), s);
+                affected.insert(id.to_string());
+            }
+            Kind::Subnet => {
+                let now = self.db.subnet(id)?;
+                if let Some(old) = self.model.subnets.remove(id) {
+                    affected.insert(old.network_id);
+                }
+                if let Some(s) = now {
+                    affected.insert(s.network_id.clone());
+                    self.model.subnets.insert(id.to_string(), s);
+                }
+            }
+            Kind::Port => {
+                let now = self.db.port(id)?;
+                if let Some(old) = self.model.remove_port(id) {
+                    affected.insert(old.network_id);
+                }
+                if let Some(p) = now {
+                    affected.insert(p.network_id.clone());
+                    self.model.put_port(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the dirty networks whose turn it is; a network leaves the set
+    /// only once its writes succeeded. Errors are logged once per network and
+    /// error, and retried with backoff.
+    fn apply_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut due: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort();
+        let t0 = Instant::now();
+        let before = self.sync.updates;
+        let mut applied = 0;
+        for network_id in due {
+            match self.resync(&network_id) {
+                Ok(()) => {
+                    applied += 1;
+                    if let Some(p) = self.dirty.remove(&network_id) {
+                        if p.failures > 0 {
+                            tracing::info!(network = %network_id, failures = p.failures, "changes applied after failing");
+                        }
                     }
                 }
-                Kind::Port => {
-                    if let Some(old) = self.model.remove_port(id) {
-                        affected.insert(old.network_id);
-                    }
-                    if let Some(p) = self.db.port(id)? {
-                        affected.insert(p.network_id.clone());
-                        self.model.put_port(p);
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    let p = self.dirty.get_mut(&network_id).expect("a dirty network");
+                    p.failures += 1;
+                    p.next_try = Instant::now() + backoff(p.failures);
+                    if p.last_error.as_deref() != Some(msg.as_str()) {
+                        tracing::error!(network = %network_id, "applying changes: {msg}; retrying with backoff");
+                        p.last_error = Some(msg);
                     }
                 }
             }
         }
-        let before = self.sync.updates;
-        for network_id in &affected {
-            self.resync(network_id)?;
+        if applied > 0 {
+            tracing::info!(
+                networks = applied,
+                map_updates = self.sync.updates - before,
+                apply_us = t0.elapsed().as_micros() as u64,
+                "applied database changes"
+            );
         }
-        self.last_apply = Some(Instant::now());
-        tracing::info!(
-            changes = changes.len(),
-            networks = affected.len(),
-            map_updates = self.sync.updates - before,
-            apply_us = t0.elapsed().as_micros() as u64,
-            "applied database changes"
-        );
-        Ok(())
     }
 
     fn resync(&mut self, network_id: &str) -> Result<()> {
@@ -333,36 +549,72 @@ impl Daemon {
         Ok(())
     }
 
+    /// Reports (once per change) the database file being deleted or replaced
+    /// under the daemon: it keeps serving what it has, but imports into a new
+    /// file at that path do not reach it until it is restarted.
+    fn check_db_file(&mut self) {
+        let now = file_identity(&self.opts.db);
+        let moved = now != self.db_identity;
+        if moved && !self.db_moved_reported {
+            let what = if now.is_none() {
+                "was deleted"
+            } else {
+                "was replaced by another file"
+            };
+            tracing::error!(
+                db = %self.opts.db.display(),
+                "the database file {what} while the daemon runs: it keeps serving what it \
+                 had, but changes written at that path do not reach it; restart xdhcp to \
+                 follow the file now there"
+            );
+        } else if !moved && self.db_moved_reported {
+            tracing::info!(db = %self.opts.db.display(), "the database file is back");
+        }
+        self.db_moved_reported = moved;
+    }
+
+    /// Logs a network's device error once per distinct error.
+    fn device_error(&mut self, network_id: &str, what: &str, e: &anyhow::Error) {
+        let msg = format!("{what}: {e:#}");
+        if self.device_errors.get(network_id) != Some(&msg) {
+            tracing::error!(network = %network_id, "{msg}");
+            self.device_errors.insert(network_id.to_string(), msg);
+        }
+    }
+
     /// Attaches to networks whose namespace and device appeared; detaches from
-    /// those whose namespace or device vanished.
+    /// those whose namespace or device vanished (and, with --plumb, plumbs
+    /// them again).
     async fn scan_namespaces(&mut self) {
-        let served: Vec<(String, u32, PlannedNet)> = self
+        let served: Vec<(String, u32)> = self
             .sync
             .networks()
-            .map(|(id, (net, plan))| (id.clone(), *net, plan.clone()))
+            .map(|(id, (net, _))| (id.clone(), *net))
             .collect();
-        let served_ids: HashSet<&str> = served.iter().map(|(id, _, _)| id.as_str()).collect();
-        // Pinned links of networks no longer served: remove (detaches).
+        let served_ids: HashSet<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
+        // Networks no longer served: pinned links removed (detaches), slow path stopped.
         if let Ok(dir) = std::fs::read_dir(links_dir(&self.opts.bpffs)) {
             for entry in dir.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
                 let network = name.strip_prefix(PEER_PREFIX).unwrap_or(&name);
                 if !served_ids.contains(network) {
-                    self.attached.remove(network);
                     let _ = std::fs::remove_file(entry.path());
                     tracing::info!(network, "detached (network no longer served)");
                 }
             }
         }
-        for (network_id, net, plan) in served {
-            if self.opts.plumb && !self.plumbed.contains(&network_id) {
-                match self.plumb(&plan).await {
-                    Ok(()) => {
-                        self.plumbed.insert(network_id.clone());
-                    }
-                    Err(e) => tracing::error!(network = %network_id, "plumbing: {e:#}"),
-                }
-            }
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|id| !served_ids.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.attached.remove(&id);
+            self.plumbed.remove(&id);
+            self.device_errors.remove(&id);
+        }
+        for (network_id, net) in served {
             let namespace = plumb::namespace_name(&network_id);
             let ns_exists = Path::new("/run/netns").join(&namespace).exists();
             // Attached and its link still on the device (deleting the device,
@@ -370,25 +622,47 @@ impl Daemon {
             // keeps the scan cheap with thousands of networks.
             if let Some(a) = self.attached.get(&network_id) {
                 let pin = links_dir(&self.opts.bpffs).join(&network_id);
-                if ns_exists && links::ifindex(&pin).ok() == Some(a.ifindex) {
+                let fine = match a.mode {
+                    Some(_) => links::ifindex(&pin).ok() == Some(a.ifindex),
+                    None => Instant::now() < a.retry_at,
+                };
+                if ns_exists && fine {
                     continue;
                 }
             }
-            let device = if ns_exists {
-                find_device(&namespace, plan.server_mac)
+            let Some((_, plan)) = self.sync.written(&network_id) else {
+                continue;
+            };
+            let server_mac = plan.server_mac;
+            let mut device = if ns_exists {
+                find_device(&namespace, server_mac)
             } else {
                 None
             };
+            if self.opts.plumb && (device.is_none() || !self.plumbed.contains(&network_id)) {
+                // Never plumbed, or its namespace or device was removed under us.
+                self.plumbed.remove(&network_id);
+                let plan = plan.clone();
+                match self.plumb(&plan).await {
+                    Ok(()) => {
+                        self.plumbed.insert(network_id.clone());
+                        device = find_device(&namespace, server_mac);
+                    }
+                    Err(e) => self.device_error(&network_id, "plumbing", &e),
+                }
+            }
             match (device, self.attached.get(&network_id)) {
                 (Some((_, ifindex)), Some(a))
-                    if a.ifindex == ifindex && a.namespace == namespace => {}
+                    if a.ifindex == ifindex && a.namespace == namespace && a.mode.is_some() => {}
                 (Some((ifname, ifindex)), _) => {
-                    self.attached.remove(&network_id);
+                    let slow = self.attached.remove(&network_id).and_then(|a| {
+                        (a.ifindex == ifindex && a.namespace == namespace).then_some(a._slow)
+                    });
                     if let Err(e) = self
-                        .attach(&network_id, net, &namespace, &ifname, ifindex)
+                        .attach(&network_id, net, &namespace, &ifname, ifindex, slow)
                         .await
                     {
-                        tracing::error!(network = %network_id, device = %ifname, "attaching: {e:#}");
+                        self.device_error(&network_id, &format!("serving device {ifname}"), &e);
                     }
                 }
                 (None, Some(_)) => {
@@ -414,6 +688,11 @@ impl Daemon {
         Ok(())
     }
 
+    /// Serves `ifname`: by the fast path, natively when its XDP_TX replies
+    /// reach the other end (no veth, or a veth peer in this namespace, which
+    /// gets `xdhcp_pass`), in generic mode when they would not (a veth peer in
+    /// another namespace), and by the slow path alone when XDP cannot be
+    /// attached at all. One log line says which and why.
     async fn attach(
         &mut self,
         network_id: &str,
@@ -421,57 +700,134 @@ impl Daemon {
         namespace: &str,
         ifname: &str,
         ifindex: u32,
+        slow: Option<SlowPath>,
     ) -> Result<()> {
+        let device = plumb::dhcp_device(namespace, ifname).await;
+        let (mut want, mut why) = match &device {
+            Ok(d) => match &d.peer {
+                VethPeer::NotVeth => (AttachMode::Native, "it is no veth".to_string()),
+                VethPeer::InHost(peer) => (
+                    AttachMode::Native,
+                    format!(
+                        "its veth peer {peer} is in the daemon's namespace and runs xdhcp_pass"
+                    ),
+                ),
+                VethPeer::Elsewhere { index, nsid } => (
+                    AttachMode::Generic,
+                    format!(
+                        "its veth peer (ifindex {index} in namespace {}) is outside the daemon's \
+                         namespace, where native XDP_TX frames are dropped unless it runs XDP; \
+                         generic mode sends the replies through the stack",
+                        nsid.map_or("of the device itself".to_string(), |id| format!("id {id}"))
+                    ),
+                ),
+            },
+            Err(e) => (
+                AttachMode::Generic,
+                format!("where its veth peer is could not be told ({e:#})"),
+            ),
+        };
+        // veth hands native XDP_TX frames only to a peer that runs XDP.
+        if let Ok(plumb::DhcpDevice {
+            peer: VethPeer::InHost(peer),
+            ..
+        }) = &device
+        {
+            if let Err(e) = self.pass_on_peer(network_id, peer) {
+                want = AttachMode::Generic;
+                why = format!("xdhcp_pass could not go on its veth peer {peer} ({e:#})");
+            }
+        }
         let pin = links_dir(&self.opts.bpffs).join(network_id);
-        // A pinned link still on this device: adopt it (a restart).
-        let adopted = pin.exists() && links::ifindex(&pin).ok() == Some(ifindex);
-        if !adopted {
-            let _ = std::fs::remove_file(&pin);
-            let mut entry = self.fast.entry(net)?;
-            let prog = ebpf::program(&mut entry, dhcp_ebpf::ENTRY_PROGRAM)?;
-            let _inside = netns::enter(namespace)?;
-            let (id, mode) = ebpf::attach(prog, ifname)?;
-            let link = ebpf::take_link(prog, id)?;
-            link.pin(&pin)
-                .with_context(|| format!("pinning {}", pin.display()))?;
-            tracing::info!(network = %network_id, namespace, device = ifname, ?mode, "attached");
-        } else {
+        let generic_now = device.as_ref().is_ok_and(|d| d.generic_xdp);
+        // A pinned link still on this device, in the wanted mode: adopt it (a restart).
+        let adopt = pin.exists()
+            && links::ifindex(&pin).ok() == Some(ifindex)
+            && (want == AttachMode::Native || generic_now);
+        let mode = if adopt {
             tracing::info!(network = %network_id, namespace, device = ifname, "adopted the pinned attachment");
-        }
-        // veth hands XDP_TX frames only to a peer that runs XDP.
-        match plumb::veth_peer_in_host(namespace, ifname).await {
-            Ok(Some(peer)) => {
-                let pin = links_dir(&self.opts.bpffs).join(format!("{PEER_PREFIX}{network_id}"));
-                let on_peer = pin.exists() && links::ifindex(&pin).map(|i| i != 0).unwrap_or(false);
-                if !on_peer {
-                    let _ = std::fs::remove_file(&pin);
-                    let (id, _) = ebpf::attach(self.fast.pass_program()?, &peer)?;
-                    let link = ebpf::take_link(self.fast.pass_program()?, id)?;
-                    link.pin(&pin)
-                        .with_context(|| format!("pinning {}", pin.display()))?;
-                    tracing::info!(network = %network_id, device = %peer, "xdhcp_pass on the veth peer");
+            Ok(if generic_now {
+                AttachMode::Generic
+            } else {
+                AttachMode::Native
+            })
+        } else {
+            let _ = std::fs::remove_file(&pin);
+            self.attach_entry(net, namespace, ifname, want, &pin)
+        };
+        let slow = match slow {
+            Some(s) => s,
+            None => slowpath::spawn(
+                namespace,
+                ifname,
+                net,
+                self.opts.bpffs.clone(),
+                self.events_tx.clone(),
+            )?,
+        };
+        let mode = match mode {
+            Ok(mode) => {
+                if mode != want {
+                    why = format!("{why}; the kernel refused {want:?} mode");
                 }
+                tracing::info!(network = %network_id, namespace, device = ifname, ?mode, "served by the fast path in {mode:?} mode: {why}");
+                self.device_errors.remove(network_id);
+                Some(mode)
             }
-            Ok(None) => {}
             Err(e) => {
-                tracing::warn!(network = %network_id, device = ifname, "finding the veth peer: {e:#}")
+                self.device_error(
+                    network_id,
+                    &format!("served by the slow path alone on {ifname} in {namespace}: attaching XDP failed"),
+                    &e,
+                );
+                None
             }
-        }
-        let slow = slowpath::spawn(
-            namespace,
-            ifname,
-            net,
-            self.opts.bpffs.clone(),
-            self.events_tx.clone(),
-        )?;
+        };
         self.attached.insert(
             network_id.to_string(),
             Attached {
                 namespace: namespace.to_string(),
                 ifindex,
+                mode,
+                retry_at: Instant::now() + Duration::from_secs(5),
                 _slow: slow,
             },
         );
+        Ok(())
+    }
+
+    /// Loads network `net`'s entry program, attaches it to `ifname` inside
+    /// `namespace` and pins the link at `pin`.
+    fn attach_entry(
+        &mut self,
+        net: u32,
+        namespace: &str,
+        ifname: &str,
+        want: AttachMode,
+        pin: &Path,
+    ) -> Result<AttachMode> {
+        let mut entry = self.fast.entry(net)?;
+        let prog = ebpf::program(&mut entry, dhcp_ebpf::ENTRY_PROGRAM)?;
+        let (id, mode) = netns::run_in(namespace, || ebpf::attach(prog, ifname, want))?;
+        let link = ebpf::take_link(prog, id)?;
+        link.pin(pin)
+            .with_context(|| format!("pinning {}", pin.display()))?;
+        Ok(mode)
+    }
+
+    /// Puts `xdhcp_pass` on `peer` (in the daemon's namespace) unless the
+    /// pinned link is still there.
+    fn pass_on_peer(&mut self, network_id: &str, peer: &str) -> Result<()> {
+        let pin = links_dir(&self.opts.bpffs).join(format!("{PEER_PREFIX}{network_id}"));
+        if pin.exists() && links::ifindex(&pin).map(|i| i != 0).unwrap_or(false) {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(&pin);
+        let (id, _) = ebpf::attach(self.fast.pass_program()?, peer, AttachMode::Native)?;
+        let link = ebpf::take_link(self.fast.pass_program()?, id)?;
+        link.pin(&pin)
+            .with_context(|| format!("pinning {}", pin.display()))?;
+        tracing::info!(network = %network_id, device = %peer, "xdhcp_pass on the veth peer");
         Ok(())
     }
 
@@ -543,10 +899,14 @@ impl Daemon {
     fn poll_acks(&mut self) -> Result<()> {
         let boot_now = boottime_ns();
         let unix = unix_now();
-        let fresh: Vec<(ClientKey, AckRecord)> = self
-            .sync
-            .maps
-            .all_acks()?
+        let all = self.sync.maps.all_acks()?;
+        // Records the LRU map evicted (or the slow path removed) are forgotten
+        // here too, so this index stays the size of the map.
+        if self.acks_seen.len() > all.len() {
+            let live: HashSet<ClientKey> = all.iter().map(|(k, _)| *k).collect();
+            self.acks_seen.retain(|k, _| live.contains(k));
+        }
+        let fresh: Vec<(ClientKey, AckRecord)> = all
             .into_iter()
             .filter(|(key, rec)| match self.acks_seen.get(key) {
                 None => true,
@@ -603,37 +963,51 @@ impl Daemon {
         Ok(())
     }
 
+    /// Saves the slow-path counts; they are kept (and added to) until a
+    /// write succeeds, so a full disk loses none.
     fn flush_counters(&mut self) {
         if self.slow_counts.is_empty() {
             return;
         }
         let counts: Vec<(String, u64)> = self
             .slow_counts
-            .drain()
-            .map(|(k, v)| (k.to_string(), v))
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
             .collect();
-        if let Err(e) = self.db.add_counters(&counts) {
-            tracing::warn!("saving slow-path counters: {e:#}");
+        match self.db.add_counters(&counts) {
+            Ok(()) => {
+                self.slow_counts.clear();
+                if self.counters_failing {
+                    tracing::info!("slow-path counters saved again");
+                    self.counters_failing = false;
+                }
+            }
+            Err(e) => {
+                if !self.counters_failing {
+                    tracing::warn!("saving slow-path counters (kept in memory, retried): {e:#}");
+                    self.counters_failing = true;
+                }
+            }
         }
     }
 }
 
 /// The device in `namespace` whose MAC is `mac`: (name, ifindex).
 pub fn find_device(namespace: &str, mac: [u8; 6]) -> Option<(String, u32)> {
-    let _inside = netns::enter(namespace).ok()?;
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for a in addrs {
-        let Some(link) = a.address.as_ref().and_then(|s| s.as_link_addr()) else {
-            continue;
-        };
-        if link.addr() == Some(mac) {
-            let name = std::ffi::CString::new(a.interface_name.clone()).ok()?;
-            // SAFETY: a valid C string.
-            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            return (index != 0).then_some((a.interface_name, index));
+    netns::run_in(namespace, || {
+        for a in nix::ifaddrs::getifaddrs()? {
+            let Some(link) = a.address.as_ref().and_then(|s| s.as_link_addr()) else {
+                continue;
+            };
+            if link.addr() == Some(mac) {
+                let index = nix::net::if_::if_nametoindex(a.interface_name.as_str())?;
+                return Ok(Some((a.interface_name, index)));
+            }
         }
-    }
-    None
+        Ok(None)
+    })
+    .ok()
+    .flatten()
 }
 
 /// Seconds since the epoch.
@@ -655,32 +1029,95 @@ pub fn boottime_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `xdhcp down`: stops a running daemon, then detaches and unpins everything.
+/// `xdhcp down`: stops a running daemon, then detaches and unpins what xdhcp
+/// pinned (nothing else: a bpffs mount root holds the kernel's own entries).
 pub fn down(bpffs_dir: &Path) -> Result<()> {
-    let pid_path = pid_file(bpffs_dir);
-    if let Ok(raw) = std::fs::read_to_string(&pid_path) {
-        if let Ok(pid) = raw.trim().parse::<i32>() {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                println!("stopped the daemon (pid {pid})");
-            }
-        }
-        let _ = std::fs::remove_file(&pid_path);
-    }
+    stop_daemon(bpffs_dir)?;
     if !bpffs_dir.exists() {
         println!("nothing pinned under {}", bpffs_dir.display());
         return Ok(());
     }
     let links = links_dir(bpffs_dir);
     let n = std::fs::read_dir(&links).map(|d| d.count()).unwrap_or(0);
-    bpffs::remove_dir(bpffs_dir)?;
+    let left = remove_pins(bpffs_dir)?;
     println!(
-        "detached {n} attachment(s) and removed every pin under {}",
-        bpffs_dir.display()
+        "detached {n} attachment(s) and removed xdhcp's pins under {}{}",
+        bpffs_dir.display(),
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(" (left what xdhcp did not pin: {})", left.join(", "))
+        }
     );
     Ok(())
+}
+
+/// Signals the daemon holding `bpffs_dir`'s lock and waits for it to let go.
+/// A pid file nobody holds the lock of is stale: nobody is signalled.
+fn stop_daemon(bpffs_dir: &Path) -> Result<()> {
+    let path = pid_file(bpffs_dir);
+    let Ok(mut file) = File::open(&path) else {
+        return Ok(());
+    };
+    if try_flock(&file).with_context(|| format!("locking {}", path.display()))? {
+        let _ = std::fs::remove_file(&path);
+        println!(
+            "removed a stale pid file {} (no daemon holds its lock)",
+            path.display()
+        );
+        return Ok(());
+    }
+    let pid = read_pid(&mut file).ok_or_else(|| {
+        anyhow!(
+            "a daemon holds the lock on {} but the file names no pid",
+            path.display()
+        )
+    })?;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        .with_context(|| format!("signalling the daemon (pid {pid})"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !try_flock(&file)? {
+        if Instant::now() > deadline {
+            bail!(
+                "the daemon (pid {pid}) still runs 10 s after SIGTERM: nothing unpinned under it"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("stopped the daemon (pid {pid})");
+    Ok(())
+}
+
+/// Removes what xdhcp pins in `dir` (its maps, programs of any build, the
+/// links directory) and `dir` itself when that leaves it empty and it is not
+/// a mount point. Returns the names of what it left there.
+fn remove_pins(dir: &Path) -> Result<Vec<String>> {
+    let ours =
+        |name: &str| map_name::ALL.contains(&name) || ebpf::is_program_pin(name) || name == "links";
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !ours(&name) {
+            left.push(name);
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            bpffs::remove_dir(&path)?;
+        } else {
+            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        }
+    }
+    let mount_point = dir
+        .parent()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .zip(std::fs::metadata(dir).ok())
+        .is_none_or(|(parent, here)| parent.dev() != here.dev());
+    if left.is_empty() && !mount_point {
+        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    left.sort();
+    Ok(left)
 }

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -436,6 +438,45 @@ impl Db {
         db.init()
             .with_context(|| format!("setting up database {}", path.display()))?;
         Ok(db)
+    }
+
+    /// Opens an existing database for reading only: creates, migrates and
+    /// locks nothing, so the read-only commands work on a read-only
+    /// filesystem, a full disk, or while an import holds the write lock.
+    pub fn open_read_only(path: &Path) -> Result<Db> {
+        if !path.exists() {
+            bail!("database {} does not exist", path.display());
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .and_then(|c| {
+                // WAL needs its -shm file; on a read-only filesystem without one,
+                // read the file as it is (nothing can be writing to it there).
+                c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                    .map(|_| c)
+            })
+            .or_else(|_| {
+                let uri = format!("file:{}?immutable=1", path.display());
+                Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+            })
+            .with_context(|| format!("opening database {} read-only", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(|| format!("reading database {}", path.display()))?;
+        if version > SCHEMA_VERSION {
+            bail!(
+                "schema version {version} of {} is newer than this xdhcp knows ({SCHEMA_VERSION})",
+                path.display()
+            );
+        }
+        if version == 0 {
+            bail!("{} is not an xdhcp database (no schema)", path.display());
+        }
+        Ok(Db {
+            conn,
+            path: path.to_owned(),
+        })
     }
 
     fn init(&mut self) -> Result<()> {

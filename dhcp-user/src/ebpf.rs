@@ -64,12 +64,15 @@ impl FastPath {
     /// nothing is loaded twice), else loads them; says which.
     pub fn open(pin_dir: &Path) -> Result<(Self, bool)> {
         let (fast_pin, pass_pin) = Self::program_pins(pin_dir);
-        if fast_pin.exists() && pass_pin.exists() {
+        let (fast, adopted) = if fast_pin.exists() && pass_pin.exists() {
             let fast = Self::adopt(pin_dir)?;
             fast.install()?;
-            return Ok((fast, true));
-        }
-        Ok((Self::load(pin_dir)?, false))
+            (fast, true)
+        } else {
+            (Self::load(pin_dir)?, false)
+        };
+        remove_other_builds(pin_dir)?;
+        Ok((fast, adopted))
     }
 
     fn program_pins(pin_dir: &Path) -> (PathBuf, PathBuf) {
@@ -134,6 +137,31 @@ impl FastPath {
     }
 }
 
+/// Is `name` a program pin of some build (`fast-<hash>`, `pass-<hash>`)?
+pub fn is_program_pin(name: &str) -> bool {
+    ["fast-", "pass-"].iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+/// Unpins the programs of earlier builds once this build's fast path is in
+/// JUMP (links still using one keep it alive until they go).
+fn remove_other_builds(pin_dir: &Path) -> Result<()> {
+    let (fast_pin, pass_pin) = FastPath::program_pins(pin_dir);
+    for entry in
+        std::fs::read_dir(pin_dir).with_context(|| format!("listing {}", pin_dir.display()))?
+    {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if is_program_pin(&name) && path != fast_pin && path != pass_pin {
+            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+            tracing::info!(pin = %path.display(), "removed a program pinned by an earlier build");
+        }
+    }
+    Ok(())
+}
+
 fn loader(pin_dir: &Path) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     for name in map_name::ALL {
@@ -157,8 +185,15 @@ pub enum AttachMode {
     Generic,
 }
 
-/// Attaches in native mode, falling back to generic mode with a log line.
-pub fn attach(prog: &mut Xdp, ifname: &str) -> Result<(XdpLinkId, AttachMode)> {
+/// Attaches in `want` mode: native falls back to generic with a log line;
+/// generic is generic only.
+pub fn attach(prog: &mut Xdp, ifname: &str, want: AttachMode) -> Result<(XdpLinkId, AttachMode)> {
+    if want == AttachMode::Generic {
+        let id = prog
+            .attach(ifname, XdpMode::Skb)
+            .with_context(|| format!("attaching XDP to {ifname} in generic mode"))?;
+        return Ok((id, AttachMode::Generic));
+    }
     match prog.attach(ifname, XdpMode::Driver) {
         Ok(id) => Ok((id, AttachMode::Native)),
         Err(native) => {
@@ -196,6 +231,7 @@ pub struct Maps {
     pub nets: HashMap<MapData, u32, NetConfig>,
     pub acks: HashMap<MapData, ClientKey, AckRecord>,
     pub stats: PerCpuArray<MapData, u64>,
+    pub relays: HashMap<MapData, u32, u8>,
 }
 
 impl Maps {
@@ -212,6 +248,7 @@ impl Maps {
             nets: HashMap::try_from(Map::HashMap(open(map_name::NETS)?))?,
             acks: HashMap::try_from(Map::LruHashMap(open(map_name::ACKS)?))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(map_name::STATS)?))?,
+            relays: HashMap::try_from(Map::HashMap(open(map_name::RELAYS)?))?,
         })
     }
 

@@ -62,6 +62,10 @@ enum Cmd {
         /// With --plumb: put every network on this one bridge instead of brq<network id>.
         #[arg(long, requires = "plumb")]
         bridge: Option<String>,
+        /// Start even if the database is missing or empty while the pinned fast
+        /// path serves clients (it stops serving them).
+        #[arg(long)]
+        allow_empty_db: bool,
     },
     /// Detach and unpin everything (stops a running daemon first).
     Down,
@@ -110,12 +114,14 @@ fn main() -> ExitCode {
             config,
             plumb,
             bridge,
+            allow_empty_db,
         } => daemon::run(RunOptions {
             db: cli.db,
             bpffs: cli.bpffs,
             config,
             plumb,
             bridge,
+            allow_empty_db,
         }),
         Cmd::Down => daemon::down(&cli.bpffs),
         Cmd::Leases { json } => cli_view::leases(&cli.db, &cli.bpffs, json),

@@ -1,6 +1,13 @@
-//! Network namespaces: entering one on the current thread, and throwaway ones.
+//! Network namespaces: the one rule for working inside one, and throwaway ones.
+//!
+//! setns(2) moves only the calling thread. The daemon's async runtime and its
+//! worker threads must never change namespace (a task resumed on a thread
+//! another task moved would act on the wrong devices), so daemon code does
+//! namespace work only through [`run_in`], on a thread of its own. [`enter`]
+//! is for tests and tools that own their thread; its guard cannot cross
+//! threads.
 
-use std::{fs::File, os::fd::AsFd, process::Command};
+use std::{fs::File, marker::PhantomData, os::fd::AsFd, process::Command};
 
 use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
@@ -9,16 +16,49 @@ use nix::sched::{setns, CloneFlags};
 /// it returns the thread to the namespace it came from.
 pub struct Entered {
     home: File,
+    /// Not Send: the guard must be dropped on the thread that entered.
+    _thread_bound: PhantomData<*const ()>,
 }
 
 /// Moves the current thread into the named namespace (`/run/netns/NAME`).
 pub fn enter(name: &str) -> Result<Entered> {
     let home = File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
-    let target = File::open(format!("/run/netns/{name}"))
+    let target = File::open(path(name))
         .with_context(|| format!("network namespace {name} does not exist"))?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("entering network namespace {name}"))?;
-    Ok(Entered { home })
+    Ok(Entered {
+        home,
+        _thread_bound: PhantomData,
+    })
+}
+
+/// The path of a named namespace.
+pub fn path(name: &str) -> String {
+    format!("/run/netns/{name}")
+}
+
+/// Runs `f` on a fresh OS thread that has entered namespace `name`, and
+/// returns its result: the caller's thread never changes namespace. `f` may
+/// borrow from the caller (a scoped thread). A panic in `f` is re-raised.
+pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let target = File::open(path(name))
+        .with_context(|| format!("network namespace {name} does not exist"))?;
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(scope, move || {
+                setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering network namespace {name}"))?;
+                drop(target);
+                f()
+            })
+            .with_context(|| format!("spawning a thread for network namespace {name}"))?;
+        match thread.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 impl Drop for Entered {

@@ -15,7 +15,7 @@ use std::{
     io::ErrorKind,
     net::{IpAddr, Ipv4Addr},
     os::{
-        fd::{AsFd, AsRawFd},
+        fd::AsRawFd,
         unix::fs::{DirBuilderExt, OpenOptionsExt},
     },
     pin::pin,
@@ -27,13 +27,16 @@ use ipnet::Ipv4Net;
 use nix::{
     errno::Errno,
     mount::{mount, umount2, MntFlags, MsFlags},
-    sched::{setns, unshare, CloneFlags},
+    sched::{unshare, CloneFlags},
     sys::statfs::{fstatfs, NSFS_MAGIC},
 };
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
-        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        link::{
+            InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
+            XdpAttached,
+        },
         AddressFamily,
     },
     Handle, LinkBridge, LinkUnspec, LinkVeth,
@@ -192,28 +195,12 @@ pub async fn remove_bridge_if_unused(name: &str) -> Result<bool> {
     }
 }
 
-/// Runs `f` on a fresh OS thread that has entered `/run/netns/<ns>`, so no other thread
-/// (in particular no async runtime worker) changes namespace. A panic in `f` is re-raised.
+/// Runs `f` on a thread of its own inside namespace `ns` ([`netns::run_in`]).
 pub fn run_in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let path = netns_path(ns);
-    let target = File::open(&path).with_context(|| format!("network namespace {ns} ({path})"))?;
-    let name = ns.to_owned();
-    let thread = std::thread::Builder::new()
-        .name("netns".into())
-        .spawn(move || {
-            setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering network namespace {name}"))?;
-            drop(target);
-            f()
-        })
-        .with_context(|| format!("spawning a thread for network namespace {ns}"))?;
-    match thread.join() {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    crate::netns::run_in(ns, f)
 }
 
 /// Runs `f` with an rtnetlink handle bound to namespace `ns`, on a current-thread runtime
@@ -723,39 +710,130 @@ async fn remove_bridge_link_if_unused(host: &Handle, bridge: &LinkMessage) -> Re
     Ok(true)
 }
 
-/// The caller's-namespace end of the veth whose other end is `dev` in
-/// namespace `ns`: `None` when `dev` is no veth or its peer lives elsewhere.
-/// (veth hands XDP_TX frames only to a peer that runs XDP, so the daemon puts
-/// `xdhcp_pass` there.)
-pub async fn veth_peer_in_host(ns: &str, dev: &str) -> Result<Option<String>> {
+/// Where the other end of a DHCP device is, as far as XDP cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VethPeer {
+    /// The device is no veth: native XDP_TX needs nothing of a peer.
+    NotVeth,
+    /// A veth whose peer is this device in the caller's (the daemon's) namespace.
+    InHost(String),
+    /// A veth whose peer lies in another namespace (`nsid` as the device's
+    /// namespace numbers it; `None`: the device's own namespace), at `index` there.
+    Elsewhere { index: u32, nsid: Option<i32> },
+}
+
+/// What the daemon needs to know of a DHCP device before attaching XDP to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpDevice {
+    pub peer: VethPeer,
+    /// An XDP program is attached to it in generic (skb) mode.
+    pub generic_xdp: bool,
+}
+
+/// Finds the other end of `dev` in namespace `ns`. An ifindex means something
+/// only inside its own namespace: the peer's namespace comes from
+/// IFLA_LINK_NETNSID, compared with the id `ns` gives the caller's namespace.
+/// (veth hands native XDP_TX frames only to a peer that runs XDP, so the daemon
+/// puts `xdhcp_pass` on a peer in its own namespace.)
+pub async fn dhcp_device(ns: &str, dev: &str) -> Result<DhcpDevice> {
+    let host = File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
     let name = dev.to_owned();
-    let (dev_index, peer_index) = in_netns(ns, move |h| async move {
+    let (dev_index, generic_xdp, found) = in_netns(ns, move |h| async move {
         let link = link_by_name(&h, &name)
             .await?
             .ok_or_else(|| anyhow!("link {name} is missing"))?;
+        let generic_xdp = link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::Xdp(xdp)
+                if xdp.iter().any(|x| matches!(x, LinkXdp::Attached(XdpAttached::SocketBuffer))))
+        });
         let is_veth = link.attributes.iter().any(|a| {
             matches!(a, LinkAttribute::LinkInfo(infos)
                 if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
         });
         let seen = Observed::of(&link);
-        Ok((seen.index, if is_veth { seen.peer } else { None }))
+        if !is_veth {
+            return Ok((seen.index, generic_xdp, VethPeer::NotVeth));
+        }
+        let index = seen
+            .peer
+            .ok_or_else(|| anyhow!("veth {name} reports no peer (IFLA_LINK)"))?;
+        let nsid = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkNetNsId(id) => Some(*id),
+            _ => None,
+        });
+        let host_id = nsid_of(&h, &host).await?;
+        let peer = if nsid.is_some() && nsid == host_id {
+            // Its index there, to look it up by: filled in below.
+            VethPeer::InHost(index.to_string())
+        } else {
+            VethPeer::Elsewhere { index, nsid }
+        };
+        Ok((seen.index, generic_xdp, peer))
     })
     .await?;
-    let Some(peer) = peer_index else {
-        return Ok(None);
+    let peer = match found {
+        VethPeer::InHost(index) => peer_in_host(&connect()?, dev_index, index.parse()?, ns).await?,
+        other => other,
     };
-    let host = connect()?;
-    let Some(link) = link_by_index(&host, peer).await? else {
-        return Ok(None);
-    };
-    // Another device may hold that index here: it must point back at `dev`.
-    if Observed::of(&link).peer != Some(dev_index) {
-        return Ok(None);
-    }
-    Ok(link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
+    Ok(DhcpDevice { peer, generic_xdp })
+}
+
+/// The caller's-namespace veth at `index`, checked to point back at ifindex
+/// `dev_index` in `ns` (by IFLA_LINK and IFLA_LINK_NETNSID).
+async fn peer_in_host(host: &Handle, dev_index: u32, index: u32, ns: &str) -> Result<VethPeer> {
+    let target = File::open(netns_path(ns)).with_context(|| format!("opening {ns}"))?;
+    let ns_id = nsid_of(host, &target).await?;
+    let link = link_by_index(host, index)
+        .await?
+        .ok_or_else(|| anyhow!("the veth peer (ifindex {index}) of a device in {ns} is gone"))?;
+    let nsid = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkNetNsId(id) => Some(*id),
         _ => None,
-    }))
+    });
+    if Observed::of(&link).peer != Some(dev_index) || nsid.is_none() || nsid != ns_id {
+        bail!("ifindex {index} here is not the veth peer of ifindex {dev_index} in {ns}");
+    }
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(VethPeer::InHost(n.clone())),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("ifindex {index} has no name"))
+}
+
+/// The id the namespace of `handle` gives the namespace `target` (RTM_GETNSID);
+/// `None` when it has given it none.
+async fn nsid_of(handle: &Handle, target: &File) -> Result<Option<i32>> {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+    use rtnetlink::packet_route::{
+        nsid::{NsidAttribute, NsidMessage},
+        RouteNetlinkMessage,
+    };
+    let mut msg = NsidMessage::default();
+    msg.attributes
+        .push(NsidAttribute::Fd(target.as_raw_fd() as u32));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+    req.header.flags = NLM_F_REQUEST;
+    let mut replies = handle
+        .clone()
+        .request(req)
+        .map_err(|e| anyhow!("RTM_GETNSID: {e}"))?;
+    while let Some(reply) = replies.next().await {
+        match reply.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                let id = m.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(*id),
+                    _ => None,
+                });
+                return Ok(id.filter(|id| *id >= 0));
+            }
+            NetlinkPayload::Error(e) => bail!("RTM_GETNSID: {e}"),
+            _ => {}
+        }
+    }
+    bail!("RTM_GETNSID: no answer")
 }
 
 #[cfg(test)]

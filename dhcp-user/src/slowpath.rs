@@ -107,8 +107,7 @@ pub fn spawn(
     events: Sender<Event>,
 ) -> Result<SlowPath> {
     // Sockets belong to the namespace they are created in.
-    let (raw, udp) = {
-        let _inside = netns::enter(ns)?;
+    let (raw, udp) = netns::run_in(ns, || {
         let raw =
             packet_socket(ifname).with_context(|| format!("packet socket on {ifname} in {ns}"))?;
         // Holds port 67 so the stack does not answer passed-up unicast
@@ -127,8 +126,8 @@ pub fn spawn(
                 None
             }
         };
-        (raw, udp)
-    };
+        Ok((raw, udp))
+    })?;
     let maps = Maps::open(&pin_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();

@@ -11,7 +11,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use dhcp_ebpf::{ClientKey, Lease, NetConfig, OptsBlob, HOSTNAME_MAX, NET_RELAY_OK, OPTS_MAX};
+use dhcp_ebpf::{
+    ClientKey, Lease, NetConfig, OptsBlob, HOSTNAME_MAX, LEASES_MAX, NETS_MAX, NET_RELAY_LISTED,
+    NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
+};
 use ipnet::Ipv4Net;
 
 use crate::{
@@ -280,62 +283,145 @@ struct Blobs {
 /// Writes plans into the maps, touching only what differs.
 pub struct Sync {
     pub maps: Maps,
-    /// network id → (net id, planned network) as written.
+    /// network id → (net id, planned network) as last written in full.
     written: HashMap<String, (u32, PlannedNet)>,
-    /// ClientKey → (lease as written, blob content).
+    /// ClientKey → (lease as in the map, blob content).
     leases: HashMap<ClientKey, (Lease, Vec<u8>)>,
+    /// net id → the keys of its leases in the map (what a network really
+    /// holds, also after a write that failed half-way).
+    by_net: HashMap<u32, HashSet<ClientKey>>,
     blobs: Blobs,
     /// Map updates made (the tests and the change-to-answer bench read it).
     pub updates: u64,
-    /// Answer relayed requests on the fast path (NET_RELAY_OK).
-    relay_ok: bool,
+    /// `NET_*` relay flags every network gets.
+    relay_flags: u16,
+}
+
+/// "LEASES update: …", and when the kernel says the map is full, its capacity.
+fn map_error(map: &str, capacity: u32, e: aya::maps::MapError) -> anyhow::Error {
+    let full = matches!(&e, aya::maps::MapError::SyscallError(s)
+        if s.io_error.raw_os_error() == Some(libc::E2BIG));
+    if full {
+        anyhow::anyhow!("{map} is full (capacity {capacity} entries): {e}")
+    } else {
+        anyhow::Error::new(e).context(format!("{map} update"))
+    }
 }
 
 impl Sync {
     /// Adopts what the (pinned, possibly non-empty) maps already hold, so a
-    /// restart rewrites nothing that is still right.
-    pub fn adopt(mut maps: Maps, relay_ok: bool) -> Result<Self> {
+    /// restart rewrites nothing that is still right. Option blobs of equal
+    /// content are merged into one (the leases pointing at a duplicate are
+    /// rewritten first), unused blobs removed; RELAYS is set from `cfg`.
+    pub fn adopt(mut maps: Maps, cfg: &AgentConfig) -> Result<Self> {
         let mut blobs = Blobs {
             next_id: 1,
             ..Default::default()
         };
+        let mut stored: Vec<(u32, Vec<u8>)> = Vec::new();
         for entry in maps.opts.iter() {
             let (id, blob) = entry.context("reading OPTS")?;
-            let content = blob.bytes[..(blob.len as usize).min(OPTS_MAX)].to_vec();
+            stored.push((id, blob.bytes[..(blob.len as usize).min(OPTS_MAX)].to_vec()));
+        }
+        // The lowest id of each content is the one kept.
+        stored.sort();
+        for (id, content) in &stored {
             blobs.next_id = blobs.next_id.max(id + 1);
-            blobs.by_content.entry(content.clone()).or_insert((id, 0));
-            blobs.by_id.insert(id, content);
+            blobs.by_content.entry(content.clone()).or_insert((*id, 0));
+            blobs.by_id.insert(*id, content.clone());
+        }
+        let mut adopted = Vec::new();
+        for entry in maps.leases.iter() {
+            adopted.push(entry.context("reading LEASES")?);
         }
         let mut leases = HashMap::new();
-        for entry in maps.leases.iter() {
-            let (key, lease) = entry.context("reading LEASES")?;
+        let mut by_net: HashMap<u32, HashSet<ClientKey>> = HashMap::new();
+        for (key, mut lease) in adopted {
             let content = blobs.by_id.get(&lease.opts_id).cloned().unwrap_or_default();
-            if let Some((_, refs)) = blobs.by_content.get_mut(&content) {
+            if let Some((id, refs)) = blobs.by_content.get_mut(&content) {
                 *refs += 1;
+                if lease.opts_id != *id {
+                    // Points at a duplicate about to go: point it at the kept one.
+                    lease.opts_id = *id;
+                    maps.leases
+                        .insert(key, lease, 0)
+                        .map_err(|e| map_error("LEASES", LEASES_MAX, e))?;
+                }
             }
+            by_net.entry(key.net).or_default().insert(key);
             leases.insert(key, (lease, content));
         }
-        // Blobs no lease refers to, and duplicates of a content: drop them.
-        let keep: HashSet<u32> = blobs.by_content.values().map(|(id, _)| *id).collect();
-        for id in blobs.by_id.keys().copied().collect::<Vec<_>>() {
+        let keep: HashSet<u32> = blobs
+            .by_content
+            .values()
+            .filter(|(_, refs)| *refs > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        blobs.by_content.retain(|_, (id, _)| keep.contains(id));
+        for (id, _) in stored {
             if !keep.contains(&id) {
                 maps.opts.remove(&id).ok();
                 blobs.by_id.remove(&id);
             }
         }
-        Ok(Self {
+        let mut sync = Self {
             maps,
             written: HashMap::new(),
             leases,
+            by_net,
             blobs,
             updates: 0,
-            relay_ok,
-        })
+            relay_flags: 0,
+        };
+        sync.set_relays(cfg)?;
+        Ok(sync)
+    }
+
+    /// Sets the relay rule (`enable_relay`, `relay_addresses`) networks get
+    /// from now on, and fills RELAYS.
+    fn set_relays(&mut self, cfg: &AgentConfig) -> Result<()> {
+        anyhow::ensure!(
+            cfg.relay_addresses.len() <= RELAYS_MAX as usize,
+            "relay_addresses lists {} addresses; at most {RELAYS_MAX} are supported",
+            cfg.relay_addresses.len()
+        );
+        let wanted: HashSet<u32> = cfg
+            .relay_addresses
+            .iter()
+            .map(|a| u32::from_ne_bytes(a.octets()))
+            .collect();
+        let stale: Vec<u32> = self
+            .maps
+            .relays
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in stale {
+            self.maps.relays.remove(&k).ok();
+        }
+        for k in &wanted {
+            self.maps
+                .relays
+                .insert(k, 1, 0)
+                .map_err(|e| map_error("RELAYS", RELAYS_MAX, e))?;
+        }
+        self.relay_flags = match (cfg.enable_relay, wanted.is_empty()) {
+            (false, _) => 0,
+            (true, true) => NET_RELAY_OK,
+            (true, false) => NET_RELAY_OK | NET_RELAY_LISTED,
+        };
+        Ok(())
     }
 
     /// Makes the maps hold exactly `plans` (network id → (net id, plan)):
-    /// the start-up reconcile.
-    pub fn reconcile(&mut self, plans: BTreeMap<String, (u32, PlannedNet)>) -> Result<()> {
+    /// the start-up reconcile. Networks written before but not planned now are
+    /// removed. A network whose writes fail is returned with its error (it
+    /// keeps what it had); the others are written.
+    pub fn reconcile(
+        &mut self,
+        plans: BTreeMap<String, (u32, PlannedNet)>,
+    ) -> Result<Vec<(String, anyhow::Error)>> {
         let wanted: HashSet<ClientKey> = plans
             .values()
             .flat_map(|(net, p)| p.leases.iter().map(move |l| ClientKey::new(*net, l.mac)))
@@ -347,7 +433,16 @@ impl Sync {
             .copied()
             .collect();
         for key in stale {
-            self.remove_lease(&key)?;
+            self.remove_lease(&key);
+        }
+        let gone: Vec<(String, u32)> = self
+            .written
+            .iter()
+            .filter(|(id, _)| !plans.contains_key(*id))
+            .map(|(id, (net, _))| (id.clone(), *net))
+            .collect();
+        for (id, net) in gone {
+            self.apply(&id, net, None)?;
         }
         let wanted_nets: HashSet<u32> = plans.values().map(|(n, _)| *n).collect();
         let stale_nets: Vec<u32> = self
@@ -360,35 +455,39 @@ impl Sync {
         for net in stale_nets {
             self.maps.nets.remove(&net).ok();
         }
+        let mut failed = Vec::new();
         for (network_id, (net, plan)) in plans {
-            self.apply(&network_id, net, Some(plan))?;
+            if let Err(e) = self.apply(&network_id, net, Some(plan)) {
+                failed.push((network_id, e));
+            }
         }
-        Ok(())
+        Ok(failed)
     }
 
-    /// Brings one network to `plan` (`None`: no longer served).
+    /// Brings one network to `plan` (`None`: no longer served). Idempotent.
+    /// On a failed write the network stays written as it was (still served),
+    /// the maps hold what was written before the failure, and the error says
+    /// which map failed; applying again finishes the job.
     pub fn apply(&mut self, network_id: &str, net: u32, plan: Option<PlannedNet>) -> Result<()> {
-        let old = self.written.remove(network_id);
-        let old_keys: HashSet<ClientKey> = old
-            .iter()
-            .flat_map(|(n, p)| p.leases.iter().map(move |l| ClientKey::new(*n, l.mac)))
-            .collect();
+        let old_keys: HashSet<ClientKey> = self.by_net.get(&net).cloned().unwrap_or_default();
         let Some(plan) = plan else {
             for key in old_keys {
-                self.remove_lease(&key)?;
+                self.remove_lease(&key);
             }
             self.maps.nets.remove(&net).ok();
+            self.written.remove(network_id);
             return Ok(());
         };
         let cfg = NetConfig {
             server_mac: plan.server_mac,
-            flags: if self.relay_ok { NET_RELAY_OK } else { 0 },
+            flags: self.relay_flags,
         };
         if self.maps.nets.get(&net, 0).ok() != Some(cfg) {
             self.maps
                 .nets
                 .insert(net, cfg, 0)
-                .with_context(|| format!("NETS update for network {network_id}"))?;
+                .map_err(|e| map_error("NETS", NETS_MAX, e))
+                .with_context(|| format!("network {network_id}"))?;
             self.updates += 1;
         }
         let mut new_keys = HashSet::new();
@@ -399,7 +498,7 @@ impl Sync {
                 .with_context(|| format!("port {} on network {network_id}", l.port_id))?;
         }
         for key in old_keys.difference(&new_keys) {
-            self.remove_lease(key)?;
+            self.remove_lease(key);
         }
         self.written.insert(network_id.to_string(), (net, plan));
         Ok(())
@@ -407,7 +506,8 @@ impl Sync {
 
     fn put_lease(&mut self, key: ClientKey, l: &PlannedLease) -> Result<()> {
         if let Some((lease, content)) = self.leases.get(&key) {
-            if *content == l.blob && same_lease(lease, l) {
+            let blob_id = self.blobs.by_content.get(content).map(|(id, _)| *id);
+            if *content == l.blob && same_lease(lease, l) && blob_id == Some(lease.opts_id) {
                 return Ok(());
             }
         }
@@ -420,24 +520,30 @@ impl Sync {
             opts_id,
             &l.hostname,
         );
-        self.maps
-            .leases
-            .insert(key, lease, 0)
-            .context("LEASES update")?;
+        if let Err(e) = self.maps.leases.insert(key, lease, 0) {
+            self.release_blob(&l.blob);
+            return Err(map_error("LEASES", LEASES_MAX, e));
+        }
         self.updates += 1;
+        self.by_net.entry(key.net).or_default().insert(key);
         if let Some((_, old_content)) = self.leases.insert(key, (lease, l.blob.clone())) {
             self.release_blob(&old_content);
         }
         Ok(())
     }
 
-    fn remove_lease(&mut self, key: &ClientKey) -> Result<()> {
+    fn remove_lease(&mut self, key: &ClientKey) {
         if let Some((_, content)) = self.leases.remove(key) {
             self.maps.leases.remove(key).ok();
             self.updates += 1;
             self.release_blob(&content);
+            if let Some(keys) = self.by_net.get_mut(&key.net) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_net.remove(&key.net);
+                }
+            }
         }
-        Ok(())
     }
 
     fn acquire_blob(&mut self, content: &[u8]) -> Result<u32> {
@@ -446,9 +552,12 @@ impl Sync {
             return Ok(*id);
         }
         let id = self.blobs.next_id;
-        self.blobs.next_id += 1;
         let blob = OptsBlob::new(content);
-        self.maps.opts.insert(id, blob, 0).context("OPTS update")?;
+        self.maps
+            .opts
+            .insert(id, blob, 0)
+            .map_err(|e| map_error("OPTS", OPTS_MAX_ENTRIES, e))?;
+        self.blobs.next_id += 1;
         self.updates += 1;
         self.blobs.by_content.insert(content.to_vec(), (id, 1));
         self.blobs.by_id.insert(id, content.to_vec());
@@ -465,6 +574,12 @@ impl Sync {
                 self.maps.opts.remove(&id).ok();
             }
         }
+    }
+
+    /// The references each option blob has (id → leases using it): what the
+    /// tests check for leaks.
+    pub fn blob_refs(&self) -> HashMap<u32, usize> {
+        self.blobs.by_content.values().copied().collect()
     }
 
     /// The plan last written for a network.

@@ -24,7 +24,8 @@ fn verifies_attaches_to_veth_and_answers_discover_via_test_run() {
     {
         let _inside = ns.enter().unwrap();
         let prog = h.entry(1).unwrap();
-        let (_, mode) = ebpf::attach(prog, "tapkt").expect("attaching to the veth");
+        let (_, mode) =
+            ebpf::attach(prog, "tapkt", ebpf::AttachMode::Native).expect("attaching to the veth");
         assert_eq!(mode, ebpf::AttachMode::Native, "veth takes native XDP");
     }
     let shown = Command::new("ip")

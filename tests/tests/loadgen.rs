@@ -23,9 +23,15 @@ fn counts_every_offer_and_only_offers() {
     veth_pair(&ns, "taplg", "vmlg").unwrap();
     let stop = AtomicBool::new(false);
     let _inside = ns.enter().unwrap();
-    ebpf::attach(h.entry(1).unwrap(), "taplg").expect("attaching the entry program");
+    ebpf::attach(h.entry(1).unwrap(), "taplg", ebpf::AttachMode::Native)
+        .expect("attaching the entry program");
     // veth hands XDP_TX frames only to a peer that runs XDP.
-    ebpf::attach(h.fast.pass_program().unwrap(), "vmlg").expect("attaching the pass program");
+    ebpf::attach(
+        h.fast.pass_program().unwrap(),
+        "vmlg",
+        ebpf::AttachMode::Native,
+    )
+    .expect("attaching the pass program");
 
     let before = h.counters().unwrap();
     let gen = LoadGen::new("vmlg", known.clone()).unwrap();

@@ -36,9 +36,14 @@ fn devices_with_the_same_ifindex_answer_only_their_own_network() {
     let mut sockets = Vec::new();
     for (ns, net) in [(&ns_a, 1), (&ns_b, 2)] {
         let _inside = ns.enter().unwrap();
-        ebpf::attach(h.entry(net).unwrap(), "tap").unwrap();
+        ebpf::attach(h.entry(net).unwrap(), "tap", ebpf::AttachMode::Native).unwrap();
         // veth hands XDP_TX frames only to a peer that runs XDP itself.
-        ebpf::attach(h.fast.pass_program().unwrap(), "vm").unwrap();
+        ebpf::attach(
+            h.fast.pass_program().unwrap(),
+            "vm",
+            ebpf::AttachMode::Native,
+        )
+        .unwrap();
         sockets.push(RawSocket::bind("vm").unwrap());
     }
 

@@ -46,7 +46,7 @@ fn plans(m: &Model) -> BTreeMap<String, (u32, xdhcp::sync::PlannedNet)> {
 fn one_changed_port_is_one_map_update() {
     let pins = TempPinDir::new("xdhcp-sync").unwrap();
     let fast = FastPath::load(&pins.path).unwrap();
-    let mut sync = Sync::adopt(fast.maps().unwrap(), true).unwrap();
+    let mut sync = Sync::adopt(fast.maps().unwrap(), &AgentConfig::default()).unwrap();
     let base = model(50, None);
     sync.reconcile(plans(&base)).unwrap();
     // 50 leases + 1 shared blob + 1 NETS entry.
@@ -81,7 +81,7 @@ fn one_changed_port_is_one_map_update() {
 
     // A restart adopts the maps: reconciling the same plan writes nothing.
     drop(sync);
-    let mut again = Sync::adopt(fast.maps().unwrap(), true).unwrap();
+    let mut again = Sync::adopt(fast.maps().unwrap(), &AgentConfig::default()).unwrap();
     again.reconcile(plans(&model(50, None))).unwrap();
     assert_eq!(
         again.updates, 0,

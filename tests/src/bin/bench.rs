@@ -205,8 +205,8 @@ struct Live {
 
 /// Attaches `prog` to `dev` in native mode, or fails (and leaves it detached).
 fn attach_native(prog: &mut Xdp, dev: &str) -> Result<XdpLinkId> {
-    let (link, mode) =
-        ebpf::attach(prog, dev).with_context(|| format!("attaching XDP to {dev}"))?;
+    let (link, mode) = ebpf::attach(prog, dev, ebpf::AttachMode::Native)
+        .with_context(|| format!("attaching XDP to {dev}"))?;
     if mode != ebpf::AttachMode::Native {
         prog.detach(link)
             .with_context(|| format!("detaching the generic-mode program from {dev}"))?;
