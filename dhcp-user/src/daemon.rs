@@ -315,21 +315,29 @@ impl PidLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if !try_flock(&file).with_context(|| format!("locking {}", path.display()))? {
-            let holder = read_pid(&mut file).map_or("unknown".to_string(), |p| p.to_string());
-            bail!(
-                "another xdhcp daemon (pid {holder}) is serving {}: it holds the lock on {}",
-                bpffs.display(),
-                path.display()
-            );
-        }
+        let mut file = loop {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            if !try_flock(&file).with_context(|| format!("locking {}", path.display()))? {
+                let holder = read_pid(&mut file).map_or("unknown".to_string(), |p| p.to_string());
+                bail!(
+                    "another xdhcp daemon (pid {holder}) is serving {}: it holds the lock on {}",
+                    bpffs.display(),
+                    path.display()
+                );
+            }
+            // A daemon that was exiting may have removed the file we locked:
+            // the lock counts only on the file at the path.
+            let here = std::fs::metadata(&path).ok().map(|m| m.ino());
+            if here == Some(file.metadata()?.ino()) {
+                break file;
+            }
+        };
         file.set_len(0)?;
         file.write_all(format!("{}\n", std::process::id()).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -651,9 +659,10 @@ impl Daemon {
                     Err(e) => self.device_error(&network_id, "plumbing", &e),
                 }
             }
+            // Here an attachment is missing, or its link left the device (the
+            // device or namespace was removed, maybe created anew at the
+            // same ifindex), or a slow-path-only device is due another try.
             match (device, self.attached.get(&network_id)) {
-                (Some((_, ifindex)), Some(a))
-                    if a.ifindex == ifindex && a.namespace == namespace && a.mode.is_some() => {}
                 (Some((ifname, ifindex)), _) => {
                     let slow = self.attached.remove(&network_id).and_then(|a| {
                         (a.ifindex == ifindex && a.namespace == namespace).then_some(a._slow)
@@ -900,12 +909,7 @@ impl Daemon {
         let boot_now = boottime_ns();
         let unix = unix_now();
         let all = self.sync.maps.all_acks()?;
-        // Records the LRU map evicted (or the slow path removed) are forgotten
-        // here too, so this index stays the size of the map.
-        if self.acks_seen.len() > all.len() {
-            let live: HashSet<ClientKey> = all.iter().map(|(k, _)| *k).collect();
-            self.acks_seen.retain(|k, _| live.contains(k));
-        }
+        forget_evicted(&mut self.acks_seen, &all);
         let fresh: Vec<(ClientKey, AckRecord)> = all
             .into_iter()
             .filter(|(key, rec)| match self.acks_seen.get(key) {
@@ -989,6 +993,15 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// Forgets the clients whose ACK records left the map (the LRU map evicted
+/// them, the slow path removed them), so `seen` stays the size of the map.
+fn forget_evicted(seen: &mut HashMap<ClientKey, AckRecord>, live: &[(ClientKey, AckRecord)]) {
+    if seen.len() > live.len() {
+        let live: HashSet<ClientKey> = live.iter().map(|(k, _)| *k).collect();
+        seen.retain(|k, _| live.contains(k));
     }
 }
 
@@ -1120,4 +1133,26 @@ fn remove_pins(dir: &Path) -> Result<Vec<String>> {
     }
     left.sort();
     Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_acks_stay_the_size_of_the_map() {
+        let key = |i: u8| ClientKey::new(1, [0xfa, 0x16, 0x3e, 0, 0, i]);
+        let rec = AckRecord::default();
+        let mut seen: HashMap<ClientKey, AckRecord> = (0..100).map(|i| (key(i), rec)).collect();
+        // The LRU map kept 10 of them, and took 5 new ones.
+        let live: Vec<(ClientKey, AckRecord)> = (90..105).map(|i| (key(i), rec)).collect();
+        forget_evicted(&mut seen, &live);
+        let mut left: Vec<u8> = seen.keys().map(|k| k.mac[5]).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            (90..100).collect::<Vec<u8>>(),
+            "only records still in the map"
+        );
+    }
 }

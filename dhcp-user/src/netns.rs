@@ -13,7 +13,13 @@ use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
 
 /// While alive, the current thread is in another network namespace; dropping
-/// it returns the thread to the namespace it came from.
+/// it returns the thread to the namespace it came from. It cannot be sent to
+/// another thread:
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>(_: T) {}
+/// send(xdhcp::netns::enter("any").unwrap());
+/// ```
 pub struct Entered {
     home: File,
     /// Not Send: the guard must be dropped on the thread that entered.
@@ -87,6 +93,17 @@ impl TempNs {
         );
         ip(&["netns", "add", &name])?;
         let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Creates the namespace `name` itself (e.g. a `qdhcp-<network id>` for a
+    /// test to lay out by hand); fails if it exists.
+    pub fn named(name: &str) -> Result<Self> {
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }

@@ -397,3 +397,17 @@ pub fn max_reply_ip_len(req: &Request) -> usize {
     req.max_msg_size
         .map_or(MIN_MAX_MSG, |m| (m as usize).max(MIN_MAX_MSG))
 }
+
+/// The relay rule, the same as the XDP program's `relay_allowed`: a request
+/// relayed through giaddr is answered only when relaying is on (`NET_RELAY_OK`),
+/// from a listed relay when the network has `NET_RELAY_LISTED`, and never when
+/// its Ethernet source is a port of the network (a VM is no relay).
+pub fn relay_allowed(
+    flags: u16,
+    giaddr_listed: impl FnOnce() -> bool,
+    source_is_port: impl FnOnce() -> bool,
+) -> bool {
+    flags & dhcp_ebpf::NET_RELAY_OK != 0
+        && (flags & dhcp_ebpf::NET_RELAY_LISTED == 0 || giaddr_listed())
+        && !source_is_port()
+}

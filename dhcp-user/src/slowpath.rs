@@ -252,8 +252,20 @@ impl Worker {
             .nets
             .get(&self.net, 0)
             .context("network not configured")?;
-        if relayed && cfg.flags & dhcp_ebpf::NET_RELAY_OK == 0 {
-            return Ok(());
+        if relayed {
+            let source = ClientKey::new(self.net, frame[6..12].try_into()?);
+            let allowed = reply::relay_allowed(
+                cfg.flags,
+                || {
+                    let giaddr = u32::from_ne_bytes(req.giaddr.octets());
+                    self.maps.relays.get(&giaddr, 0).is_ok()
+                },
+                || self.maps.leases.get(&source, 0).is_ok(),
+            );
+            if !allowed {
+                self.count(Counter::Dropped);
+                return Ok(());
+            }
         }
         let Some(lease) = lease else {
             self.count(Counter::Unknown);

@@ -256,6 +256,59 @@ impl Cloud {
         }
     }
 
+    /// Runs `xdhcp --db DB --bpffs <this cloud's> run EXTRA…` for at most
+    /// `timeout`: its output if it exited by then, `None` (and killed) if not.
+    pub fn run_briefly(&self, db: &Path, extra: &[&str], timeout: Duration) -> Option<Output> {
+        let mut child = Command::new(xdhcp_bin())
+            .arg("--db")
+            .arg(db)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("run")
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting xdhcp run");
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if child.try_wait().expect("waiting for xdhcp").is_some() {
+                return Some(child.wait_with_output().expect("xdhcp output"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Whether the daemon started by [`Cloud::start`] is still running.
+    pub fn daemon_alive(&mut self) -> bool {
+        self.daemon
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits until the daemon's log contains `text`.
+    pub fn wait_log(&self, text: &str, timeout: Duration) -> Result<()> {
+        self.wait_log_times(text, 1, timeout)
+    }
+
+    /// Waits until the log (of every daemon this cloud started) contains `text` `times` times.
+    pub fn wait_log_times(&self, text: &str, times: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(text).count() >= times {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "{text:?} not {times} time(s) in the daemon log after {timeout:?}:\n{}",
+            self.log()
+        )
+    }
+
     /// The daemon's process id, while it runs.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(|c| c.id())

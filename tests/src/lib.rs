@@ -136,6 +136,11 @@ impl Harness {
     /// Serves network `net` (DHCP port MAC `server_mac`); loads its entry program.
     pub fn add_net(&mut self, net: u32, server_mac: [u8; 6], relay_ok: bool) -> Result<()> {
         let flags = if relay_ok { dhcp_ebpf::NET_RELAY_OK } else { 0 };
+        self.add_net_flags(net, server_mac, flags)
+    }
+
+    /// Serves network `net` with these `NET_*` flags; loads its entry program.
+    pub fn add_net_flags(&mut self, net: u32, server_mac: [u8; 6], flags: u16) -> Result<()> {
         self.maps
             .nets
             .insert(net, NetConfig { server_mac, flags }, 0)?;

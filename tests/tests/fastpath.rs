@@ -23,6 +23,8 @@ use xdhcp_tests::{
 const NET: u32 = 1;
 /// A network whose relayed requests the fast path may answer.
 const RELAY_NET: u32 = 2;
+/// A network that answers only the relays listed in RELAYS (RELAY_IP).
+const LISTED_NET: u32 = 3;
 const RELAY_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x99];
 const RELAY_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
 const OTHER_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
@@ -39,7 +41,17 @@ fn harness() -> Harness {
     let mut h = Harness::new().expect("loading the fast path");
     h.add_net(NET, SERVER_MAC, false).unwrap();
     h.add_net(RELAY_NET, SERVER_MAC, true).unwrap();
-    for net in [NET, RELAY_NET] {
+    h.add_net_flags(
+        LISTED_NET,
+        SERVER_MAC,
+        dhcp_ebpf::NET_RELAY_OK | dhcp_ebpf::NET_RELAY_LISTED,
+    )
+    .unwrap();
+    h.maps
+        .relays
+        .insert(u32::from_ne_bytes(RELAY_IP.octets()), 1, 0)
+        .unwrap();
+    for net in [NET, RELAY_NET, LISTED_NET] {
         h.add_client(net, &Client::typical(CLIENT_MAC, CLIENT_IP))
             .unwrap();
         h.add_client(net, &big_client()).unwrap();
@@ -140,6 +152,17 @@ fn cases() -> Vec<Case> {
         frame,
         expect,
     };
+    let listed_case = |what, frame, expect| Case {
+        what,
+        net: LISTED_NET,
+        frame,
+        expect,
+    };
+    let mut from_a_vm = relayed(discover());
+    from_a_vm.eth_src = BIG_MAC;
+    let mut unlisted = relayed(discover());
+    unlisted.giaddr = Ipv4Addr::new(192, 168, 50, 7);
+    unlisted.ip_src = unlisted.giaddr;
     vec![
         case(
             "DISCOVER → OFFER, unicast to yiaddr at chaddr",
@@ -240,6 +263,21 @@ fn cases() -> Vec<Case> {
             "relayed DISCOVER → OFFER unicast to giaddr:67",
             relayed(discover()),
             Reply(MessageType::Offer),
+        ),
+        relay_case(
+            "a relayed DISCOVER sent from a port of the network (a VM is no relay) goes up",
+            from_a_vm,
+            Pass(stat::PASS_SPOOFED),
+        ),
+        listed_case(
+            "relay list: a listed giaddr is answered",
+            relayed(discover()),
+            Reply(MessageType::Offer),
+        ),
+        listed_case(
+            "relay list: a giaddr not listed goes up",
+            unlisted,
+            Pass(stat::PASS_OTHER),
         ),
         relay_case(
             "relayed DISCOVER: option 82 is echoed whole (RFC 3046)",

@@ -83,3 +83,29 @@ fn devices_with_the_same_ifindex_answer_only_their_own_network() {
         "the other network's client is unknown"
     );
 }
+
+/// The one namespace rule: work inside a namespace runs on a thread of its
+/// own; the caller's thread (a runtime thread in the daemon) never moves.
+#[test]
+fn namespace_work_never_moves_the_calling_thread() {
+    use std::os::unix::fs::MetadataExt;
+    let ns_inode = |path: &str| std::fs::metadata(path).unwrap().ino();
+    let ns = TempNs::new("xdhcp-runin").unwrap();
+    let home = ns_inode("/proc/thread-self/ns/net");
+    let target = ns_inode(&xdhcp::netns::path(&ns.name));
+    let seen = xdhcp::netns::run_in(&ns.name, || Ok(ns_inode("/proc/thread-self/ns/net"))).unwrap();
+    assert_eq!(seen, target, "the closure ran inside the namespace");
+    assert_eq!(
+        ns_inode("/proc/thread-self/ns/net"),
+        home,
+        "the caller stayed home"
+    );
+    // Borrowing works (a scoped thread), and errors come back.
+    let name = ns.name.clone();
+    let err = xdhcp::netns::run_in(&name, || -> anyhow::Result<()> {
+        anyhow::bail!("inside {name}")
+    })
+    .unwrap_err();
+    assert!(format!("{err}").contains(&ns.name));
+    assert!(xdhcp::netns::run_in("xdhcp-no-such-ns", || Ok(())).is_err());
+}

@@ -120,3 +120,139 @@ fn all_acks_reads_every_record_across_batches() {
     let got: BTreeMap<_, _> = got.into_iter().collect();
     assert_eq!(got, want);
 }
+
+/// LEASES full in the middle of a network's writes: the network stays
+/// written as it was (so it stays attached and served), the error names the
+/// map and its capacity, no blob reference leaks, and applying again once
+/// there is room finishes the job.
+#[test]
+fn a_failed_write_keeps_the_network_and_leaks_nothing() {
+    let pins = TempPinDir::new("xdhcp-full").unwrap();
+    let fast = FastPath::load(&pins.path).unwrap();
+    let cfg = AgentConfig::default();
+    let mut sync = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
+    sync.reconcile(plans(&model(10, None))).unwrap();
+    let mut maps = fast.maps().unwrap();
+    let filler = dhcp_ebpf::Lease::new([0; 4], [0; 4], [0; 4], 1, 0, b"");
+    let mut junk = Vec::new();
+    for i in 0u32.. {
+        let key = ClientKey::new(999, [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        if maps.leases.insert(key, filler, 0).is_err() {
+            break;
+        }
+        junk.push(key);
+    }
+    assert_eq!(
+        junk.len() + 10,
+        dhcp_ebpf::LEASES_MAX as usize,
+        "LEASES is full"
+    );
+    // vm-10, the first new port (by id), gets options of its own: a new blob
+    // whose LEASES write then fails.
+    let bigger = model(20, Some(10));
+    let before_opts = maps.opts.keys().count();
+    let err = sync
+        .apply("net-a", 7, bigger.plan("net-a", &cfg))
+        .expect_err("no room for 10 more leases");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("LEASES is full") && err.contains("262144") && err.contains("net-a"),
+        "names map, capacity and network: {err}"
+    );
+    assert_eq!(
+        sync.written("net-a").map(|(_, p)| p.leases.len()),
+        Some(10),
+        "still written (served) with what it had"
+    );
+    let refs: usize = sync.blob_refs().values().sum();
+    assert_eq!(refs, 10, "one reference per lease in the map, none leaked");
+    assert_eq!(
+        maps.opts.keys().count(),
+        before_opts,
+        "the failed port's blob is gone again"
+    );
+    for key in &junk {
+        maps.leases.remove(key).unwrap();
+    }
+    sync.apply("net-a", 7, bigger.plan("net-a", &cfg)).unwrap();
+    assert_eq!(sync.written("net-a").map(|(_, p)| p.leases.len()), Some(20));
+    assert_eq!(maps.leases.keys().count(), 20, "every lease in the map");
+    let refs: usize = sync.blob_refs().values().sum();
+    assert_eq!(refs, 20);
+}
+
+/// Pinned maps where two OPTS entries hold the same bytes and leases point at
+/// both (a crash between writes can leave that): adoption keeps one, points
+/// every lease at it, and a reconcile of the same plan then writes nothing.
+#[test]
+fn adoption_merges_duplicate_blobs_without_orphaning_leases() {
+    let pins = TempPinDir::new("xdhcp-dup").unwrap();
+    let fast = FastPath::load(&pins.path).unwrap();
+    let cfg = AgentConfig::default();
+    let mut sync = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
+    sync.reconcile(plans(&model(4, None))).unwrap();
+    drop(sync);
+    let mut maps = fast.maps().unwrap();
+    let (id, blob) = maps.opts.iter().next().unwrap().unwrap();
+    for dup in [id + 100, id + 200] {
+        maps.opts.insert(dup, blob, 0).unwrap();
+    }
+    let keys: Vec<ClientKey> = maps.leases.keys().map(|k| k.unwrap()).collect();
+    for (key, dup) in keys.iter().zip([id + 100, id + 200]) {
+        let mut lease = maps.leases.get(key, 0).unwrap();
+        lease.opts_id = dup;
+        maps.leases.insert(*key, lease, 0).unwrap();
+    }
+    let mut again = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
+    let ids: Vec<u32> = maps.opts.keys().map(|k| k.unwrap()).collect();
+    assert_eq!(ids, vec![id], "one blob per content");
+    for key in &keys {
+        assert_eq!(
+            maps.leases.get(key, 0).unwrap().opts_id,
+            id,
+            "every lease points at a blob that exists"
+        );
+    }
+    let before = again.updates;
+    again.reconcile(plans(&model(4, None))).unwrap();
+    assert_eq!(again.updates - before, 0, "nothing left to rewrite");
+}
+
+/// A reconcile (start-up, reload after the change log overflowed) forgets
+/// the networks it no longer plans: their leases and NETS entry go, and
+/// `networks()` (what the daemon attaches) no longer lists them.
+#[test]
+fn reconcile_drops_networks_no_longer_planned() {
+    let pins = TempPinDir::new("xdhcp-prune").unwrap();
+    let fast = FastPath::load(&pins.path).unwrap();
+    let cfg = AgentConfig::default();
+    let mut sync = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
+    sync.reconcile(plans(&model(5, None))).unwrap();
+    assert!(sync.written("net-a").is_some());
+    let failed = sync.reconcile(BTreeMap::new()).unwrap();
+    assert!(failed.is_empty());
+    assert!(sync.written("net-a").is_none(), "no longer written");
+    assert_eq!(sync.networks().count(), 0, "nothing to attach");
+    assert_eq!(sync.maps.leases.keys().count(), 0, "its leases are gone");
+    assert_eq!(sync.maps.nets.keys().count(), 0, "its NETS entry is gone");
+}
+
+/// After an upgrade the programs pinned by the earlier build are unpinned.
+#[test]
+fn opening_removes_program_pins_of_earlier_builds() {
+    let pins = TempPinDir::new("xdhcp-upgrade").unwrap();
+    let mut fast = FastPath::load(&pins.path).unwrap();
+    let stale = pins.path.join("fast-0123456789abcdef");
+    fast.program().unwrap().pin(&stale).unwrap();
+    let stale_pass = pins.path.join("pass-fedcba9876543210");
+    fast.pass_program().unwrap().pin(&stale_pass).unwrap();
+    drop(fast);
+    let (_fast, adopted) = FastPath::open(&pins.path).unwrap();
+    assert!(adopted, "this build's programs are adopted");
+    assert!(
+        !stale.exists() && !stale_pass.exists(),
+        "the earlier build's pins are gone"
+    );
+    let hash = xdhcp::ebpf::object_hash();
+    assert!(pins.path.join(format!("fast-{hash}")).exists());
+}

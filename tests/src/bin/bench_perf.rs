@@ -61,6 +61,12 @@ const AGENT: Agent = Agent {
     dhcp_lease_duration: 86400,
 };
 
+/// xdhcp's config: the agent options, and relaying on (perfdhcp always acts
+/// as a relay; xdhcp answers relays only when told to).
+fn agent_toml() -> String {
+    format!("{}enable_relay = true\n", AGENT.toml())
+}
+
 /// Set by SIGINT/SIGTERM: stop, and clean up on the way out.
 static STOP: AtomicBool = AtomicBool::new(false);
 /// The perfdhcp running now (0: none), killed on SIGINT/SIGTERM.
@@ -797,7 +803,7 @@ fn bench_xdhcp(ports: usize) -> Result<Outcome> {
     xdhcp::netns::ip(&["link", "set", &c.bridge, "up"])?;
     let perf = Perf::new(&c.bridge, &c.tag, ports, net.dhcp_mac)?;
     let spawned = Instant::now();
-    c.start_with(true, Some(&AGENT.toml()));
+    c.start_with(true, Some(&agent_toml()));
     let startup = perf
         .until_answered(spawned, Duration::from_secs(60))
         .with_context(|| format!("xdhcp never answered; log:\n{}", c.log()))?;
@@ -820,7 +826,7 @@ fn bench_xdhcp(ports: usize) -> Result<Outcome> {
     o.map_bytes = Some(pinned_map_bytes(&c.bpffs)?);
     o.command = format!(
         "xdhcp --db DB --bpffs DIR run --config AGENT.toml --plumb --bridge BRIDGE   # AGENT.toml: {}",
-        AGENT.toml().replace('\n', " ")
+        agent_toml().replace('\n', " ")
     );
     Ok(o)
 }
