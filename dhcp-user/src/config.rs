@@ -30,6 +30,10 @@ pub struct AgentConfig {
     /// xdhcp's own, with `enable_relay`: answer only relays whose giaddr is
     /// listed (empty: any relay that is not itself a port of the network).
     pub relay_addresses: Vec<Ipv4Addr>,
+    /// Options every client gets, as dnsmasq option name (or number) and
+    /// value: the `dhcp-option`/`dhcp-option-force` lines of the agent's
+    /// `dnsmasq_config_file`. A port's extra_dhcp_opts of the same code win.
+    pub extra_options: Vec<(String, String)>,
 }
 
 impl Default for AgentConfig {
@@ -42,6 +46,7 @@ impl Default for AgentConfig {
             dnsmasq_dns_servers: Vec::new(),
             enable_relay: false,
             relay_addresses: Vec::new(),
+            extra_options: Vec::new(),
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Start even when the database is missing or empty while the pinned
     /// fast path serves clients (it then stops serving them).
     pub allow_empty_db: bool,
+    /// With `plumb`: plug DHCP devices into this Open vSwitch bridge (the
+    /// agent's openvswitch interface driver) instead of a Linux bridge.
+    pub ovs: Option<plumb::OvsBridge>,
 }
 
 /// Pin name prefix of the xdhcp_pass link on a plumbed veth's host side
@@ -119,23 +122,34 @@ struct Daemon {
     /// of it was reported.
     db_identity: Option<(u64, u64)>,
     db_moved_reported: bool,
+    served: Option<Served>,
     _lock: PidLock,
 }
 
+/// What the daemon serves, for `xdhcp agent`'s dhcp_ready_on_ports: network
+/// id → the ports whose leases are in the maps, for networks whose device is
+/// served (by XDP, or by the slow path alone).
+pub type Served = std::sync::Arc<std::sync::Mutex<HashMap<String, HashSet<String>>>>;
+
 /// Runs until SIGTERM or SIGINT; the pinned fast path keeps answering after.
 pub fn run(opts: RunOptions) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(opts))
-}
-
-async fn run_async(opts: RunOptions) -> Result<()> {
-    let started = Instant::now();
     let cfg = match &opts.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    run_with(opts, cfg, None)
+}
+
+/// [`run`] with the agent options given, publishing what it serves to `served`.
+pub fn run_with(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(opts, cfg, served))
+}
+
+async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -> Result<()> {
+    let started = Instant::now();
     let lock = PidLock::acquire(&opts.bpffs)?;
     let db_existed = opts.db.exists();
     if !db_existed && !opts.allow_empty_db {
@@ -197,6 +211,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         acks_seen: HashMap::new(),
         db_identity,
         db_moved_reported: false,
+        served,
         _lock: lock,
     };
     d.full_sync()?;
@@ -509,6 +524,7 @@ impl Daemon {
             match self.resync(&network_id) {
                 Ok(()) => {
                     applied += 1;
+                    self.publish(&network_id);
                     if let Some(p) = self.dirty.remove(&network_id) {
                         if p.failures > 0 {
                             tracing::info!(network = %network_id, failures = p.failures, "changes applied after failing");
@@ -621,6 +637,7 @@ impl Daemon {
             self.attached.remove(&id);
             self.plumbed.remove(&id);
             self.device_errors.remove(&id);
+            self.publish(&id);
         }
         for (network_id, net) in served {
             let namespace = plumb::namespace_name(&network_id);
@@ -691,6 +708,7 @@ impl Daemon {
             addresses: plan.server_addrs.clone(),
             mtu: plan.mtu,
             bridge: self.opts.bridge.clone(),
+            ovs: self.opts.ovs.clone(),
         };
         let done = plumb::plumb(&spec).await?;
         tracing::info!(network = %plan.network_id, namespace = %done.namespace, tap = %done.tap, bridge = %done.bridge, "plumbed");
@@ -802,7 +820,30 @@ impl Daemon {
                 _slow: slow,
             },
         );
+        self.publish(network_id);
         Ok(())
+    }
+
+    /// Tells the agent (if any) which of a network's ports are served now.
+    fn publish(&self, network_id: &str) {
+        let Some(served) = &self.served else {
+            return;
+        };
+        let ports: Option<HashSet<String>> = self
+            .attached
+            .contains_key(network_id)
+            .then(|| self.sync.written(network_id))
+            .flatten()
+            .map(|(_, plan)| plan.leases.iter().map(|l| l.port_id.clone()).collect());
+        let mut served = served.lock().expect("the served map");
+        match ports {
+            Some(ports) => {
+                served.insert(network_id.to_string(), ports);
+            }
+            None => {
+                served.remove(network_id);
+            }
+        }
     }
 
     /// Loads network `net`'s entry program, attaches it to `ifname` inside
@@ -842,6 +883,7 @@ impl Daemon {
 
     fn detach(&mut self, network_id: &str) {
         self.attached.remove(network_id);
+        self.publish(network_id);
         let dir = links_dir(&self.opts.bpffs);
         let _ = std::fs::remove_file(dir.join(network_id));
         let _ = std::fs::remove_file(dir.join(format!("{PEER_PREFIX}{network_id}")));

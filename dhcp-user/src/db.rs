@@ -634,6 +634,74 @@ impl Db {
         })
     }
 
+    /// Makes the store hold exactly what `doc` says of the networks it lists
+    /// (an agent's resync of a network): their subnets and ports that `doc`
+    /// lacks are removed, the rest validated and upserted, in one transaction.
+    pub fn replace_networks(&mut self, doc: &ImportDoc) -> Result<()> {
+        let ctx = self.ctx("replacing networks");
+        let tx = self.write_tx().with_context(|| ctx.clone())?;
+        let prune = || -> Result<()> {
+            for n in &doc.networks {
+                for (table, kept) in [
+                    (
+                        "ports",
+                        doc.ports
+                            .iter()
+                            .filter(|p| p.network_id == n.id)
+                            .map(|p| p.id.as_str())
+                            .collect::<std::collections::HashSet<_>>(),
+                    ),
+                    (
+                        "subnets",
+                        doc.subnets
+                            .iter()
+                            .filter(|s| s.network_id == n.id)
+                            .map(|s| s.id.as_str())
+                            .collect(),
+                    ),
+                ] {
+                    let ids: Vec<String> = {
+                        let mut stmt = tx.prepare_cached(&format!(
+                            "SELECT id FROM {table} WHERE network_id = ?1"
+                        ))?;
+                        let rows = stmt.query_map([&n.id], |r| r.get(0))?;
+                        rows.collect::<rusqlite::Result<_>>()?
+                    };
+                    for id in ids.iter().filter(|id| !kept.contains(id.as_str())) {
+                        tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        prune().with_context(|| ctx.clone())?;
+        let existing = read_snapshot(&tx).with_context(|| ctx.clone())?;
+        import::validate(doc, &existing)?;
+        let write = || -> Result<()> {
+            doc.networks
+                .iter()
+                .try_for_each(|n| write_network(&tx, n))?;
+            doc.subnets.iter().try_for_each(|s| write_subnet(&tx, s))?;
+            doc.ports.iter().try_for_each(|p| write_port(&tx, p))?;
+            Ok(())
+        };
+        write().with_context(|| ctx.clone())?;
+        tx.commit().with_context(|| ctx.clone())?;
+        Ok(())
+    }
+
+    /// Every network id in the store.
+    pub fn network_ids(&self) -> Result<Vec<String>> {
+        let read = || -> Result<Vec<String>> {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id FROM networks ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        read().with_context(|| self.ctx("listing networks"))
+    }
+
     /// Deletes an object. A network takes its subnets and ports with it; a
     /// subnet is removed from the fixed_ips of the ports that use it.
     pub fn delete(&mut self, kind: Kind, id: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! xdhcp: loads the XDP fast path, feeds its lease maps, answers what it passes up.
 
+pub mod agent;
+pub mod agent_config;
 pub mod bpffs;
 pub mod config;
 pub mod craft;
@@ -14,5 +16,6 @@ pub mod netns;
 pub mod options;
 pub mod plumb;
 pub mod reply;
+pub mod rpc;
 pub mod slowpath;
 pub mod sync;

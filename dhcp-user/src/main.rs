@@ -27,17 +27,18 @@ use xdhcp::{
     about = "DHCP for OpenStack-style clouds, answered from XDP"
 )]
 struct Cli {
-    /// The port database (SQLite).
-    #[arg(
-        long,
-        global = true,
-        env = "XDHCP_DB",
-        default_value = "/var/lib/xdhcp/xdhcp.db"
-    )]
-    db: PathBuf,
-    /// The bpffs directory the maps, programs and links are pinned in.
-    #[arg(long, global = true, default_value = "/sys/fs/bpf/xdhcp")]
-    bpffs: PathBuf,
+    /// The port database (SQLite) [default: /var/lib/xdhcp/xdhcp.db, or the
+    /// [xdhcp] db of --config-file].
+    #[arg(long, global = true, env = "XDHCP_DB")]
+    db: Option<PathBuf>,
+    /// The bpffs directory the maps, programs and links are pinned in
+    /// [default: /sys/fs/bpf/xdhcp, or the [xdhcp] bpffs of --config-file].
+    #[arg(long, global = true)]
+    bpffs: Option<PathBuf>,
+    /// neutron-dhcp-agent's configuration files (oslo.config INI, in order,
+    /// later wins), for `agent` and to find the database and bpffs.
+    #[arg(long = "config-file", global = true)]
+    config_file: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -69,6 +70,11 @@ enum Cmd {
     },
     /// Detach and unpin everything (stops a running daemon first).
     Down,
+    /// A drop-in neutron-dhcp-agent: scheduled by neutron-server over RPC,
+    /// plugged as its interface drivers plug, answering from XDP
+    /// (`xdhcp agent --config-file /etc/neutron/neutron.conf --config-file
+    /// /etc/neutron/dhcp_agent.ini`).
+    Agent,
     /// Leases: MAC, IP, network, port, expiry, state.
     Leases {
         #[arg(long)]
@@ -107,7 +113,46 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let result = match cli.cmd {
+    let result = dispatch(cli);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdhcp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command with --db and --bpffs resolved: given, else from
+/// --config-file's [xdhcp] section, else the defaults.
+fn dispatch(cli: Cli) -> Result<()> {
+    if matches!(cli.cmd, Cmd::Agent) {
+        anyhow::ensure!(
+            !cli.config_file.is_empty(),
+            "xdhcp agent needs --config-file (neutron.conf, dhcp_agent.ini, …)"
+        );
+        return xdhcp::agent::run(&cli.config_file);
+    }
+    let (db, bpffs) = if cli.config_file.is_empty() {
+        (
+            cli.db
+                .unwrap_or_else(|| PathBuf::from("/var/lib/xdhcp/xdhcp.db")),
+            cli.bpffs
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/xdhcp")),
+        )
+    } else {
+        let (settings, _) = xdhcp::agent_config::load(&cli.config_file)?;
+        (
+            cli.db.unwrap_or(settings.db),
+            cli.bpffs.unwrap_or(settings.bpffs),
+        )
+    };
+    let cli = Resolved {
+        db,
+        bpffs,
+        cmd: cli.cmd,
+    };
+    match cli.cmd {
         Cmd::Import { file } => import(&cli.db, &file),
         Cmd::Delete { kind, id } => delete(&cli.db, kind, &id),
         Cmd::Run {
@@ -122,6 +167,7 @@ fn main() -> ExitCode {
             plumb,
             bridge,
             allow_empty_db,
+            ovs: None,
         }),
         Cmd::Down => daemon::down(&cli.bpffs),
         Cmd::Leases { json } => cli_view::leases(&cli.db, &cli.bpffs, json),
@@ -129,14 +175,15 @@ fn main() -> ExitCode {
         Cmd::Ports { json } => cli_view::ports(&cli.db, &cli.bpffs, json),
         Cmd::Check => check(),
         Cmd::Demo => demo::run(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xdhcp: {e:#}");
-            ExitCode::FAILURE
-        }
+        Cmd::Agent => unreachable!("handled above"),
     }
+}
+
+/// The command line with --db and --bpffs resolved.
+struct Resolved {
+    db: PathBuf,
+    bpffs: PathBuf,
+    cmd: Cmd,
 }
 
 fn import(db: &Path, file: &Path) -> Result<()> {

@@ -60,6 +60,20 @@ pub struct PlumbSpec {
     pub mtu: Option<u32>,
     /// `None` = `brq<NET[:11]>`, the linuxbridge agent's name.
     pub bridge: Option<String>,
+    /// Plug into this Open vSwitch bridge instead (as neutron's
+    /// OVSInterfaceDriver with `ovs_use_veth = True` does: `ns-<PORT[:11]>` in
+    /// the namespace, `tap<PORT[:11]>` an OVS port with the port's
+    /// external_ids, so that the L2 agent wires it).
+    pub ovs: Option<OvsBridge>,
+}
+
+/// An Open vSwitch bridge and the OVSDB to reach it through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsBridge {
+    /// e.g. `br-int` (`ovs_integration_bridge`).
+    pub bridge: String,
+    /// e.g. `tcp:127.0.0.1:6640` (`[ovs] ovsdb_connection`).
+    pub db: String,
 }
 
 /// The names of what [`plumb`] set up.
@@ -101,14 +115,22 @@ fn netns_path(ns: &str) -> String {
 
 /// Creates or repairs the namespace, veth pair and bridge for `spec`; safe to repeat.
 pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
-    let names = Plumbed {
-        namespace: namespace_name(&spec.network_id),
-        tap: tap_name(&spec.port_id),
-        host_side: host_side_name(&spec.port_id),
-        bridge: spec
-            .bridge
-            .clone()
-            .unwrap_or_else(|| bridge_name(&spec.network_id)),
+    let names = match &spec.ovs {
+        None => Plumbed {
+            namespace: namespace_name(&spec.network_id),
+            tap: tap_name(&spec.port_id),
+            host_side: host_side_name(&spec.port_id),
+            bridge: spec
+                .bridge
+                .clone()
+                .unwrap_or_else(|| bridge_name(&spec.network_id)),
+        },
+        Some(ovs) => Plumbed {
+            namespace: namespace_name(&spec.network_id),
+            tap: host_side_name(&spec.port_id),
+            host_side: tap_name(&spec.port_id),
+            bridge: ovs.bridge.clone(),
+        },
     };
     for dev in [&names.tap, &names.host_side, &names.bridge] {
         if dev.is_empty() || dev.len() > MAX_IFNAME || dev.contains(['/', ' ', ':']) {
@@ -122,9 +144,15 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
         .with_context(|| format!("network {net}: namespace {}", names.namespace))?;
 
     let host = connect().context("host netns")?;
-    let bridge = ensure_bridge(&host, &names.bridge)
-        .await
-        .with_context(|| format!("network {net}: bridge {}", names.bridge))?;
+    let bridge = match &spec.ovs {
+        Some(_) => None,
+        None => Some(
+            ensure_bridge(&host, &names.bridge)
+                .await
+                .with_context(|| format!("network {net}: bridge {}", names.bridge))?
+                .index,
+        ),
+    };
     ensure_veth(&host, &names).await.with_context(|| {
         format!(
             "network {net}: veth {} / {} in {}",
@@ -134,10 +162,63 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
     configure_tap(spec, &names)
         .await
         .with_context(|| format!("network {net}: {} in {}", names.tap, names.namespace))?;
-    configure_host_side(&host, &names.host_side, bridge.index, spec.mtu)
+    configure_host_side(&host, &names.host_side, bridge, spec.mtu)
         .await
         .with_context(|| format!("network {net}: {} on {}", names.host_side, names.bridge))?;
+    if let Some(ovs) = &spec.ovs {
+        let mac = crate::model::format_mac(&spec.mac);
+        let port = &names.host_side;
+        ovs_vsctl(
+            &ovs.db,
+            &[
+                "--may-exist",
+                "add-port",
+                &ovs.bridge,
+                port,
+                "--",
+                "set",
+                "Interface",
+                port,
+                &format!("external_ids:iface-id={}", spec.port_id),
+                &format!("external_ids:attached-mac={mac}"),
+                "external_ids:iface-status=active",
+            ],
+        )
+        .await
+        .with_context(|| format!("network {net}: OVS port {port} on {}", ovs.bridge))?;
+    }
     Ok(names)
+}
+
+/// Runs `ovs-vsctl --db=DB --timeout=10 ARGS…`, failing with its stderr.
+async fn ovs_vsctl(db: &str, args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new("ovs-vsctl")
+        .arg(format!("--db={db}"))
+        .arg("--timeout=10")
+        .args(args)
+        .output()
+        .await
+        .context("running ovs-vsctl (openvswitch-switch)")?;
+    if !out.status.success() {
+        bail!(
+            "ovs-vsctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Undoes [`plumb`] with an OVS bridge: the OVS port, the veth pair, the namespace.
+pub async fn unplumb_ovs(network_id: &str, port_id: &str, ovs: &OvsBridge) -> Result<()> {
+    let port = tap_name(port_id);
+    ovs_vsctl(&ovs.db, &["--if-exists", "del-port", &ovs.bridge, &port]).await?;
+    let host = connect().context("host netns")?;
+    if let Some(link) = link_by_name(&host, &port).await? {
+        delete_link(&host, &link, &port).await?;
+    }
+    let ns = namespace_name(network_id);
+    blocking(move || remove_namespace(&ns)).await
 }
 
 /// Removes the veth pair and the namespace, and the bridge if asked and it has no other
@@ -649,11 +730,12 @@ async fn ipv4_addresses(
     Ok(out)
 }
 
-/// In the host: the host side has the MTU, is a port of the bridge, and is up.
+/// In the host: the host side has the MTU, is a port of the Linux bridge
+/// (when there is one: an OVS port is added by OVSDB), and is up.
 async fn configure_host_side(
     host: &Handle,
     name: &str,
-    bridge: u32,
+    bridge: Option<u32>,
     mtu: Option<u32>,
 ) -> Result<()> {
     let link = must_link(host, name).await?;
@@ -663,7 +745,7 @@ async fn configure_host_side(
         msg = msg.mtu(mtu);
         changes.push("mtu");
     }
-    if link.controller != Some(bridge) {
+    if let Some(bridge) = bridge.filter(|b| link.controller != Some(*b)) {
         msg = msg.controller(bridge);
         changes.push("master");
     }
@@ -904,6 +986,7 @@ mod tests {
                     ],
                     mtu: Some(1450),
                     bridge: Some(format!("xdtbr{tag}")),
+                    ovs: None,
                 },
             }
         }

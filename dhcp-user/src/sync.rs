@@ -224,6 +224,15 @@ impl Model {
         }
         let mut siaddr = Ipv4Addr::UNSPECIFIED;
         let mut extra = Vec::new();
+        // The agent's own options first: a port's of the same code replace them.
+        for (name, value) in &cfg.extra_options {
+            match extra_opts::encode(name, value)
+                .with_context(|| format!("dnsmasq_config_file option {name},{value}"))?
+            {
+                Encoded::Option(code, value) => extra.push((code, value)),
+                Encoded::Siaddr(a) => siaddr = a,
+            }
+        }
         for o in port.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
             match extra_opts::encode(&o.opt_name, &o.opt_value)
                 .with_context(|| format!("extra_dhcp_opt {}={}", o.opt_name, o.opt_value))?

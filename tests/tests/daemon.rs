@@ -210,6 +210,7 @@ fn a_namespace_created_after_start_is_served() {
         addresses: vec![format!("{}/24", net.server_ip).parse().unwrap()],
         mtu: None,
         bridge: Some(c.bridge.clone()),
+        ovs: None,
     };
     rt.block_on(xdhcp::plumb::plumb(&spec)).unwrap();
     c.wait_attached(&net, Duration::from_secs(5)).unwrap();

@@ -78,6 +78,7 @@ fn main() -> Result<()> {
         addresses: vec![format!("{}/24", net0.server_ip).parse()?],
         mtu: None,
         bridge: Some(c.bridge.clone()),
+        ovs: None,
     }))?;
     let vm = c.vm_port(&net0, 10);
     let (_, sock) = c.vm(&vm)?;

@@ -844,6 +844,7 @@ fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
         addresses: vec![format!("{SERVER_IP}/{PREFIX}").parse()?],
         mtu: Some(1450),
         bridge: Some(c.bridge.clone()),
+        ovs: None,
     }))?;
     let dir = ConfDir(PathBuf::from(format!("/tmp/xdhcp-bench-dnsmasq-{}", c.tag)));
     fs::create_dir_all(&dir.0)?;
