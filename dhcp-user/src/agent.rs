@@ -87,6 +87,7 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
         bridge: None,
         allow_empty_db: false,
         ovs,
+        unplumb: true,
     };
     let rpc_served = served.clone();
     let rpc_settings = settings.clone();

@@ -43,6 +43,9 @@ pub struct RunOptions {
     /// With `plumb`: plug DHCP devices into this Open vSwitch bridge (the
     /// agent's openvswitch interface driver) instead of a Linux bridge.
     pub ovs: Option<plumb::OvsBridge>,
+    /// With `plumb`: also remove what was plumbed for a network that is no
+    /// longer served, or for a DHCP port replaced by another (the agent).
+    pub unplumb: bool,
 }
 
 /// Pin name prefix of the xdhcp_pass link on a plumbed veth's host side
@@ -107,6 +110,10 @@ struct Daemon {
     net_ids: HashMap<String, u32>,
     attached: HashMap<String, Attached>,
     plumbed: HashSet<String>,
+    /// network id → the DHCP port plumbed for it (with `unplumb`).
+    plumbed_ports: HashMap<String, String>,
+    /// (network, DHCP port, whole namespace) to unplumb at the next scan.
+    unplumb_queue: Vec<(String, String, bool)>,
     /// Networks whose changes still have to reach the maps (retried with backoff).
     dirty: HashMap<String, Pending>,
     /// The last attach/plumb error logged per network (logged once per change).
@@ -202,6 +209,8 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         net_ids,
         attached: HashMap::new(),
         plumbed: HashSet::new(),
+        plumbed_ports: HashMap::new(),
+        unplumb_queue: Vec::new(),
         dirty: HashMap::new(),
         device_errors: HashMap::new(),
         events_tx,
@@ -564,11 +573,19 @@ impl Daemon {
             != plan
                 .as_ref()
                 .map(|p| (p.dhcp_port_id.clone(), p.server_mac, p.server_addrs.clone()));
+        let new_port = plan.as_ref().map(|p| p.dhcp_port_id.clone());
         self.sync.apply(network_id, net, plan)?;
         if !served || dhcp_changed {
             // Not served any more, or its DHCP device may have changed.
             self.detach(network_id);
             self.plumbed.remove(network_id);
+            if let Some(old) = self.plumbed_ports.get(network_id).cloned() {
+                if new_port.as_ref() != Some(&old) {
+                    self.plumbed_ports.remove(network_id);
+                    self.unplumb_queue
+                        .push((network_id.to_string(), old, !served));
+                }
+            }
         }
         Ok(())
     }
@@ -638,6 +655,15 @@ impl Daemon {
             self.plumbed.remove(&id);
             self.device_errors.remove(&id);
             self.publish(&id);
+            if let Some(port) = self.plumbed_ports.remove(&id) {
+                self.unplumb_queue.push((id, port, true));
+            }
+        }
+        for (network_id, port, whole) in std::mem::take(&mut self.unplumb_queue) {
+            match plumb::unplug(&network_id, &port, self.opts.ovs.as_ref(), whole).await {
+                Ok(()) => tracing::info!(network = %network_id, port = %port, whole, "unplumbed"),
+                Err(e) => self.device_error(&network_id, "unplumbing", &e),
+            }
         }
         for (network_id, net) in served {
             let namespace = plumb::namespace_name(&network_id);
@@ -711,6 +737,10 @@ impl Daemon {
             ovs: self.opts.ovs.clone(),
         };
         let done = plumb::plumb(&spec).await?;
+        if self.opts.unplumb {
+            self.plumbed_ports
+                .insert(plan.network_id.clone(), plan.dhcp_port_id.clone());
+        }
         tracing::info!(network = %plan.network_id, namespace = %done.namespace, tap = %done.tap, bridge = %done.bridge, "plumbed");
         Ok(())
     }

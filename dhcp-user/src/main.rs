@@ -168,6 +168,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             bridge,
             allow_empty_db,
             ovs: None,
+            unplumb: false,
         }),
         Cmd::Down => daemon::down(&cli.bpffs),
         Cmd::Leases { json } => cli_view::leases(&cli.db, &cli.bpffs, json),

@@ -209,16 +209,50 @@ async fn ovs_vsctl(db: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Undoes [`plumb`] with an OVS bridge: the OVS port, the veth pair, the namespace.
-pub async fn unplumb_ovs(network_id: &str, port_id: &str, ovs: &OvsBridge) -> Result<()> {
-    let port = tap_name(port_id);
-    ovs_vsctl(&ovs.db, &["--if-exists", "del-port", &ovs.bridge, &port]).await?;
+/// Undoes [`plumb`] of a DHCP port that went (or moved to another port):
+/// its OVS port if any, its veth pair, and with `whole` the namespace and
+/// (Linux bridge) the bridge if nothing else uses it.
+pub async fn unplug(
+    network_id: &str,
+    port_id: &str,
+    ovs: Option<&OvsBridge>,
+    whole: bool,
+) -> Result<()> {
     let host = connect().context("host netns")?;
-    if let Some(link) = link_by_name(&host, &port).await? {
-        delete_link(&host, &link, &port).await?;
-    }
     let ns = namespace_name(network_id);
-    blocking(move || remove_namespace(&ns)).await
+    let (inside, outside) = match ovs {
+        Some(ovs) => {
+            let port = tap_name(port_id);
+            ovs_vsctl(&ovs.db, &["--if-exists", "del-port", &ovs.bridge, &port]).await?;
+            (host_side_name(port_id), port)
+        }
+        None => (tap_name(port_id), host_side_name(port_id)),
+    };
+    let mut master = None;
+    if let Some(link) = link_by_name(&host, &outside).await? {
+        master = Observed::of(&link).controller;
+        delete_link(&host, &link, &outside).await?;
+    }
+    if namespace_exists(&ns) {
+        let name = inside.clone();
+        in_netns(&ns, move |h| async move {
+            if let Some(link) = link_by_name(&h, &name).await? {
+                delete_link(&h, &link, &name).await?;
+            }
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("deleting {inside} in {ns}"))?;
+    }
+    if whole {
+        blocking(move || remove_namespace(&ns)).await?;
+        if let (None, Some(index)) = (ovs, master) {
+            if let Some(bridge) = link_by_index(&host, index).await? {
+                remove_bridge_link_if_unused(&host, &bridge).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the veth pair and the namespace, and the bridge if asked and it has no other

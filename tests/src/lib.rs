@@ -382,3 +382,4 @@ pub fn ifindex(ns: &xdhcp::netns::TempNs, dev: &str) -> Result<u32> {
 pub mod cloud;
 pub mod dnsmasq;
 pub mod loadgen;
+pub mod neutron;
