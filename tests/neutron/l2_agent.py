@@ -18,13 +18,17 @@ not the real agent). One process serves every host the tests ask for:
   the device up (or down when admin_state_up is False). A device that goes
   away is reported down. Failures are retried on the next cycle.
 
-It uses Neutron's own RPC client code (neutron.agent.rpc over
-oslo.messaging), so what reaches the server is what the real agent sends.
+It sends what neutron.agent.rpc (PluginReportStateAPI, PluginApi) sends,
+over oslo.messaging with Neutron's context serializer, but with plain
+clients: a call that gets no answer (the broker or the server restarting)
+times out after RPC_TIMEOUT seconds and is retried on the next cycle,
+instead of neutron_lib's backing-off client sleeping for up to a minute.
 
 Usage: l2_agent.py CONFIG_FILE HOSTS_FILE BRIDGE OVSDB API_URL
 (CONFIG_FILE sets [DEFAULT] transport_url and [AGENT] report_interval.)
 """
 
+import datetime
 import json
 import os
 import subprocess
@@ -32,16 +36,57 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 
 from oslo_config import cfg
 import oslo_messaging
 
-from neutron.agent import rpc as agent_rpc
 from neutron.conf.agent import common as agent_conf
+from neutron_lib import constants as n_const
 from neutron_lib import context as n_context
 from neutron_lib import rpc as n_rpc
 
 CYCLE = 0.3
+RPC_TIMEOUT = 10
+
+
+class Rpc:
+    """The agent side of the calls the OVS agent makes (neutron.agent.rpc)."""
+
+    def __init__(self, transport):
+        serializer = n_rpc.RequestContextSerializer()
+        make = getattr(oslo_messaging, "get_rpc_client", None)
+        if make is None:  # older oslo.messaging
+            make = oslo_messaging.RPCClient
+
+        def client(topic, version):
+            return make(transport,
+                        oslo_messaging.Target(topic=topic, version=version),
+                        serializer=serializer, timeout=RPC_TIMEOUT)
+
+        self.reports = client("q-reports-plugin", "1.2")
+        self.plugin = client("q-plugin", "1.9")
+        self.ctx = n_context.get_admin_context_without_session()
+
+    def report_state(self, state):
+        state = dict(state, uuid=str(uuid.uuid4()))
+        return self.reports.prepare(version="1.2").call(
+            self.ctx, "report_state",
+            agent_state={"agent_state": state},
+            time=datetime.datetime.utcnow().strftime(
+                n_const.ISO8601_TIME_FORMAT))
+
+    def get_devices_details_list_and_failed_devices(self, devices, agent_id,
+                                                    host):
+        return self.plugin.prepare(version="1.5").call(
+            self.ctx, "get_devices_details_list_and_failed_devices",
+            devices=devices, agent_id=agent_id, host=host)
+
+    def update_device_list(self, devices_up, devices_down, agent_id, host):
+        return self.plugin.prepare(version="1.9").call(
+            self.ctx, "update_device_list", devices_up=devices_up,
+            devices_down=devices_down, agent_id=agent_id, host=host,
+            refresh_tunnels=False)
 
 
 def log(msg):
@@ -130,9 +175,7 @@ def main():
     agent_conf.register_agent_state_opts_helper(cfg.CONF)
     cfg.CONF(["--config-file", config_file], project="neutron")
     n_rpc.init(cfg.CONF)
-    ctx = n_context.get_admin_context_without_session()
-    reports = agent_rpc.PluginReportStateAPI("q-reports-plugin")
-    plugin = agent_rpc.PluginApi("q-plugin")
+    rpc = Rpc(n_rpc.TRANSPORT)
     interval = cfg.CONF.AGENT.report_interval
 
     notes = Notifications()
@@ -186,7 +229,7 @@ def main():
                 state["configurations"]["devices"] = sum(
                     1 for h, _ in reported.values() if h == host)
                 try:
-                    r = reports.report_state(ctx, dict(state), use_call=True)
+                    r = rpc.report_state(state)
                     if "start_flag" in state:
                         log("report_state %s: %s" % (host, r))
                     state.pop("start_flag", None)
@@ -210,12 +253,13 @@ def main():
             host, up = reported.pop(port_id, (None, False))
             if host and up:
                 try:
-                    plugin.update_device_list(ctx, [], [port_id],
-                                              "ovs-agent-%s" % host, host)
+                    rpc.update_device_list([], [port_id],
+                                           "ovs-agent-%s" % host, host)
                 except Exception as e:
                     log("devices_down %s failed: %r" % (port_id, e))
 
         if pending and hosts:
+            started = time.time()
             work, pending = pending, set()
             try:
                 bound = binding_hosts(api, work)
@@ -230,15 +274,14 @@ def main():
             for host, port_ids in by_host.items():
                 agent_id = "ovs-agent-%s" % host
                 try:
-                    d = plugin.get_devices_details_list_and_failed_devices(
-                        ctx, port_ids, agent_id, host)
+                    d = rpc.get_devices_details_list_and_failed_devices(
+                        port_ids, agent_id, host)
                     up = [x["device"] for x in d["devices"]
                           if "network_id" in x and x["admin_state_up"]]
                     down = [x["device"] for x in d["devices"]
                             if "network_id" in x and not x["admin_state_up"]]
                     # Not bound (yet): wait for a port_update.
-                    r = plugin.update_device_list(ctx, up, down, agent_id,
-                                                  host)
+                    r = rpc.update_device_list(up, down, agent_id, host)
                     for p in r["devices_up"]:
                         reported[p] = (host, True)
                     for p in r["devices_down"]:
@@ -247,9 +290,10 @@ def main():
                              | set(r["failed_devices_up"])
                              | set(r["failed_devices_down"]))
                     pending |= retry
-                    log("%s: up %s down %s retry %s" % (
+                    log("%s: up %s down %s retry %s (%.0f ms)" % (
                         host, sorted(r["devices_up"]),
-                        sorted(r["devices_down"]), sorted(retry)))
+                        sorted(r["devices_down"]), sorted(retry),
+                        (time.time() - started) * 1e3))
                 except Exception as e:
                     log("device update for %s failed: %r" % (host, e))
                     pending.update(port_ids)

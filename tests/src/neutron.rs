@@ -46,11 +46,16 @@
 //! fires when the test binary dies) in its own process group, with
 //! `PR_SET_PDEATHSIG = SIGKILL`, and without daemonizing (no `--detach`,
 //! which would fork away from both). An `atexit` handler, run when the test
-//! harness exits (also after failed tests), kills every process group and
-//! removes the directory: the state is throwaway, so SIGKILL is fine and
-//! instant. If the binary itself is killed, PDEATHSIG takes the services
-//! (neutron-server's workers follow their parent; beam's helpers follow
-//! beam) and the next run removes directories of dead pids.
+//! harness exits (also after failed tests), sends SIGTERM to the services
+//! that have children (neutron-server, RabbitMQ, the L2 agent) so that they
+//! reap them, SIGKILLs every process group after at most 5 s (the state is
+//! throwaway) and removes the directory; ~1.5 s in all. If the binary
+//! itself is killed (SIGKILL, Ctrl-C: no `atexit`), PDEATHSIG takes the
+//! direct children and a watchdog (`sh` in its own process group, fed the
+//! process group ids over a pipe, acting on EOF) SIGKILLs the groups, which
+//! reaches grandchildren too (an orphaned neutron-server RPC worker was seen
+//! to linger for seconds otherwise); the next run removes directories of
+//! dead pids.
 
 use std::{
     collections::HashSet,
@@ -119,7 +124,7 @@ pub struct Neutron {
 static SHARED: OnceLock<Result<Neutron, String>> = OnceLock::new();
 
 impl Neutron {
-    /// The control plane of this test binary, started on first use (~15 s;
+    /// The control plane of this test binary, started on first use (9–15 s cold;
     /// concurrent callers wait for the same start). Panics when it cannot
     /// start, with the failing service's log tail (and so will every later
     /// call: the start is not retried).
@@ -309,8 +314,9 @@ impl Neutron {
     ///   OpenFlow controller and owns its flows (a real deployment has one
     ///   br-int per host); one bridge per host would also mean one per host
     ///   for the DHCP agents under test;
-    /// - each real agent costs ~10 s, a privsep daemon, an OpenFlow port and
-    ///   100+ MB; the stand-in serves every host from one process, up in ~2 s.
+    /// - each real agent takes ~8–10 s to register and needs its own
+    ///   OpenFlow listener port; the stand-in serves every host from one
+    ///   process, alive in ~1.5–2.5 s.
     ///
     /// The stand-in (tests/neutron/l2_agent.py, run with Debian's python and
     /// Neutron's own RPC client code, so the wire is the real one) sends
@@ -1086,6 +1092,7 @@ fn start_proc(name: &str, mut cmd: Command, log: &Path) -> Result<()> {
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let program = cmd.get_program().to_string_lossy().into_owned();
     let child = spawn(cmd).with_context(|| format!("starting {name} ({program})"))?;
+    watchdog_send(&format!("add {}", child.id()));
     lock(&PROCS).push(Proc {
         name: name.to_string(),
         child,
@@ -1099,7 +1106,11 @@ fn run_logged(name: &str, mut cmd: Command, log: &Path, timeout: Duration) -> Re
     let (out, err) = log_stdio(log)?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let mut child = spawn(cmd).with_context(|| format!("starting {name}"))?;
+    watchdog_send(&format!("add {}", child.id()));
     let status = wait_child(&mut child, timeout);
+    if status.is_some() {
+        watchdog_send(&format!("del {}", child.id()));
+    }
     match status {
         Some(s) if s.success() => Ok(()),
         Some(s) => bail!("{name} failed: {s}\n{}", tail(log, 30)),
@@ -1107,6 +1118,7 @@ fn run_logged(name: &str, mut cmd: Command, log: &Path, timeout: Duration) -> Re
             // SAFETY: signalling the process group we created.
             unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
+            watchdog_send(&format!("del {}", child.id()));
             bail!("{name} timed out after {timeout:?}\n{}", tail(log, 30))
         }
     }
@@ -1163,6 +1175,60 @@ fn proc_stop(name: &str, signal: i32, grace: Duration) {
     // SAFETY: as above.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
     let _ = child.wait();
+    watchdog_send(&format!("del {pgid}"));
+}
+
+/// The watchdog: `sh` in its own process group, not a child that dies with
+/// us, reading "add PGID" / "del PGID" / "exit" lines on a pipe from this
+/// process. When the pipe reaches EOF without "exit" (the test binary died
+/// without running `at_exit`, e.g. SIGKILL or SIGINT), it SIGKILLs every
+/// process group still listed. PDEATHSIG alone does not suffice: it only
+/// reaches our direct children, and an orphaned neutron-server worker can
+/// hang for a minute stopping its RPC server against a dead broker.
+const WATCHDOG_SH: &str = r#"g=" "
+while read -r c p; do
+  case "$c" in
+    add) g="$g$p " ;;
+    del) g=$(printf '%s' "$g" | sed "s/ $p / /") ;;
+    exit) exit 0 ;;
+  esac
+done
+for p in $g; do kill -KILL -- "-$p" 2>/dev/null; done
+exit 0
+"#;
+
+struct Watchdog {
+    child: Child,
+    stdin: std::process::ChildStdin,
+}
+
+static WATCHDOG: Mutex<Option<Watchdog>> = Mutex::new(None);
+
+fn watchdog_send(line: &str) {
+    let mut w = lock(&WATCHDOG);
+    if w.is_none() {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(WATCHDOG_SH)
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let stdin = child.stdin.take().expect("piped stdin");
+                *w = Some(Watchdog { child, stdin });
+            }
+            Err(e) => {
+                eprintln!("neutron: starting the watchdog: {e}");
+                return;
+            }
+        }
+    }
+    if let Some(w) = w.as_mut() {
+        let _ = writeln!(w.stdin, "{line}");
+    }
 }
 
 fn register_atexit() {
@@ -1173,18 +1239,40 @@ fn register_atexit() {
     });
 }
 
-/// Kills every service (SIGKILL to each process group: the state is thrown
-/// away) and removes the directories.
+/// Stops every service (SIGTERM for up to 5 s to those with children, then
+/// SIGKILL to every process group: the state is thrown away) and removes
+/// the directories.
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
         let t = Instant::now();
         let mut procs = std::mem::take(&mut *lock(&PROCS));
-        for p in &procs {
+        // Those with children get SIGTERM first so that they reap them
+        // (neutron-server its workers, beam its port programs): killed,
+        // they would leave the children to PID 1 to reap.
+        let graceful =
+            |p: &Proc| matches!(p.name.as_str(), "neutron-server" | "rabbitmq" | "l2-agent");
+        for p in procs.iter().filter(|p| graceful(p)) {
             // SAFETY: signalling process groups we created.
+            unsafe { libc::killpg(p.child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for p in procs.iter_mut().filter(|p| graceful(p)) {
+            let _ = wait_child(
+                &mut p.child,
+                deadline.saturating_duration_since(Instant::now()),
+            );
+        }
+        for p in &procs {
+            // SAFETY: as above.
             unsafe { libc::killpg(p.child.id() as i32, libc::SIGKILL) };
         }
         for p in &mut procs {
             let _ = p.child.wait();
+        }
+        if let Some(mut w) = lock(&WATCHDOG).take() {
+            let _ = writeln!(w.stdin, "exit");
+            drop(w.stdin);
+            let _ = w.child.wait();
         }
         let keep = std::env::var_os("XDHCP_NEUTRON_KEEP").is_some_and(|v| v != "0");
         for dir in std::mem::take(&mut *lock(&DIRS)) {

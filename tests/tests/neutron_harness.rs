@@ -75,36 +75,3 @@ fn neutron_control_plane_comes_up() {
         .unwrap()
         .is_empty());
 }
-
-#[test]
-fn scratch_restarts() {
-    let n = Neutron::shared();
-    n.ensure_l2_agent("xdhcp-s1");
-    n.ensure_l2_agent("xdhcp-s2");
-    let t = Instant::now();
-    n.stop_rabbitmq();
-    eprintln!("rabbit stop {:?}", t.elapsed());
-    assert!(!n.rabbitmq_running());
-    let t = Instant::now();
-    n.start_rabbitmq();
-    eprintln!("rabbit start {:?}", t.elapsed());
-    let t = Instant::now();
-    n.restart_neutron_server();
-    eprintln!("server restart {:?}", t.elapsed());
-    let net = n.create_network("s").unwrap();
-    let net_id = net["id"].as_str().unwrap();
-    n.create_subnet(net_id, "10.78.0.0/24", json!({})).unwrap();
-    let p = n
-        .create_port(net_id, json!({"binding:host_id": "xdhcp-s2"}))
-        .unwrap();
-    n.plug_port(&p).unwrap();
-    let took = n
-        .wait_port_status(p["id"].as_str().unwrap(), "ACTIVE", Duration::from_secs(60))
-        .unwrap();
-    eprintln!("s2 port ACTIVE in {took:?}");
-    let a = n
-        .wait_agent_alive("xdhcp-s1", OVS_AGENT_TYPE, Duration::from_secs(60))
-        .unwrap();
-    eprintln!("{a}");
-    eprintln!("{}", n.log_tail("l2-agent", 15));
-}

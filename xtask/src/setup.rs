@@ -39,6 +39,20 @@ const RUN_PACKAGES: &[&str] = &[
     "tshark",
 ];
 
+/// Debian packages for the tests against a real Neutron (tests/src/neutron.rs:
+/// neutron-server with its own MariaDB, RabbitMQ and userspace Open
+/// vSwitch, started by the tests; Debian's policy-rc.d keeps the packages'
+/// system services from starting on install).
+const NEUTRON_PACKAGES: &[&str] = &[
+    "rabbitmq-server",
+    "mariadb-server",
+    "neutron-server",
+    "neutron-openvswitch-agent",
+    "neutron-dhcp-agent",
+    "openvswitch-switch",
+    "python3-openstackclient",
+];
+
 /// Debian packages only `cargo xtask bench` uses: perfdhcp and the plot.
 const BENCH_PACKAGES: &[&str] = &["kea-admin", "gnuplot-nox"];
 
@@ -49,6 +63,7 @@ pub fn ensure(need: Need) -> Result<()> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if need != Need::EbpfBuild {
         packages.extend_from_slice(RUN_PACKAGES);
+        packages.extend_from_slice(NEUTRON_PACKAGES);
     }
     if need == Need::Bench {
         packages.extend_from_slice(BENCH_PACKAGES);
