@@ -418,6 +418,19 @@ fn oldest_seq(conn: &Connection) -> Result<u64> {
     }
 }
 
+/// Checks `doc` against what `tx` sees (plus `doc` itself), then writes it.
+fn validate_and_write(tx: &Transaction, doc: &ImportDoc, ctx: &str) -> Result<()> {
+    let existing = read_snapshot(tx).with_context(|| ctx.to_string())?;
+    import::validate(doc, &existing)?;
+    let write = || -> Result<()> {
+        doc.networks.iter().try_for_each(|n| write_network(tx, n))?;
+        doc.subnets.iter().try_for_each(|s| write_subnet(tx, s))?;
+        doc.ports.iter().try_for_each(|p| write_port(tx, p))?;
+        Ok(())
+    };
+    write().with_context(|| ctx.to_string())
+}
+
 fn to_i64(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| anyhow!("{what} {v} is too large"))
 }
@@ -615,17 +628,7 @@ impl Db {
     pub fn import(&mut self, doc: &ImportDoc) -> Result<ImportSummary> {
         let ctx = self.ctx("importing");
         let tx = self.write_tx().with_context(|| ctx.clone())?;
-        let existing = read_snapshot(&tx).with_context(|| ctx.clone())?;
-        import::validate(doc, &existing)?;
-        let write = || -> Result<()> {
-            doc.networks
-                .iter()
-                .try_for_each(|n| write_network(&tx, n))?;
-            doc.subnets.iter().try_for_each(|s| write_subnet(&tx, s))?;
-            doc.ports.iter().try_for_each(|p| write_port(&tx, p))?;
-            Ok(())
-        };
-        write().with_context(|| ctx.clone())?;
+        validate_and_write(&tx, doc, &ctx)?;
         tx.commit().with_context(|| ctx.clone())?;
         Ok(ImportSummary {
             networks: doc.networks.len(),
@@ -675,17 +678,7 @@ impl Db {
             Ok(())
         };
         prune().with_context(|| ctx.clone())?;
-        let existing = read_snapshot(&tx).with_context(|| ctx.clone())?;
-        import::validate(doc, &existing)?;
-        let write = || -> Result<()> {
-            doc.networks
-                .iter()
-                .try_for_each(|n| write_network(&tx, n))?;
-            doc.subnets.iter().try_for_each(|s| write_subnet(&tx, s))?;
-            doc.ports.iter().try_for_each(|p| write_port(&tx, p))?;
-            Ok(())
-        };
-        write().with_context(|| ctx.clone())?;
+        validate_and_write(&tx, doc, &ctx)?;
         tx.commit().with_context(|| ctx.clone())?;
         Ok(())
     }
