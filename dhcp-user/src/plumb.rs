@@ -218,6 +218,34 @@ pub async fn unplug(
     ovs: Option<&OvsBridge>,
     whole: bool,
 ) -> Result<()> {
+    remove_devices(network_id, port_id, ovs, whole, whole).await
+}
+
+/// Removes the veth pair and the namespace, and the bridge if asked and it has no other
+/// ports; whatever is already gone is skipped.
+///
+/// The bridge removed is the one the host side was enslaved to, else `brq<NET[:11]>`.
+pub async fn unplumb(network_id: &str, port_id: &str, remove_bridge: bool) -> Result<()> {
+    // A tap that slipped out of its namespace would block the next plumb's veth.
+    let host = connect().context("host netns")?;
+    let tap = tap_name(port_id);
+    if let Some(link) = link_by_name(&host, &tap).await? {
+        delete_link(&host, &link, &tap).await?;
+    }
+    remove_devices(network_id, port_id, None, true, remove_bridge).await
+}
+
+/// [`unplug`] and [`unplumb`]: the OVS port (with `ovs`), the host side, the
+/// device in the namespace; with `whole` the namespace; with `remove_bridge`
+/// (Linux bridge only) the bridge the host side was on, else `brq<NET[:11]>`,
+/// if nothing else uses it.
+async fn remove_devices(
+    network_id: &str,
+    port_id: &str,
+    ovs: Option<&OvsBridge>,
+    whole: bool,
+    remove_bridge: bool,
+) -> Result<()> {
     let host = connect().context("host netns")?;
     let ns = namespace_name(network_id);
     let (inside, outside) = match ovs {
@@ -234,6 +262,7 @@ pub async fn unplug(
         delete_link(&host, &link, &outside).await?;
     }
     if namespace_exists(&ns) {
+        // Explicitly, as the namespace outlives its file while anyone holds it open.
         let name = inside.clone();
         in_netns(&ns, move |h| async move {
             if let Some(link) = link_by_name(&h, &name).await? {
@@ -245,51 +274,10 @@ pub async fn unplug(
         .with_context(|| format!("deleting {inside} in {ns}"))?;
     }
     if whole {
-        blocking(move || remove_namespace(&ns)).await?;
-        if let (None, Some(index)) = (ovs, master) {
-            if let Some(bridge) = link_by_index(&host, index).await? {
-                remove_bridge_link_if_unused(&host, &bridge).await?;
-            }
-        }
+        let ns_in = ns.clone();
+        blocking(move || remove_namespace(&ns_in)).await?;
     }
-    Ok(())
-}
-
-/// Removes the veth pair and the namespace, and the bridge if asked and it has no other
-/// ports; whatever is already gone is skipped.
-///
-/// The bridge removed is the one the host side was enslaved to, else `brq<NET[:11]>`.
-pub async fn unplumb(network_id: &str, port_id: &str, remove_bridge: bool) -> Result<()> {
-    let (ns, tap, host_side) = (
-        namespace_name(network_id),
-        tap_name(port_id),
-        host_side_name(port_id),
-    );
-    let host = connect().context("host netns")?;
-    let mut master = None;
-    if let Some(link) = link_by_name(&host, &host_side).await? {
-        master = Observed::of(&link).controller;
-        delete_link(&host, &link, &host_side).await?;
-    }
-    // A tap that slipped out of its namespace would block the next plumb's veth.
-    if let Some(link) = link_by_name(&host, &tap).await? {
-        delete_link(&host, &link, &tap).await?;
-    }
-    if namespace_exists(&ns) {
-        // Explicitly, as the namespace outlives its file while anyone holds it open.
-        let tap_in = tap.clone();
-        in_netns(&ns, move |h| async move {
-            if let Some(link) = link_by_name(&h, &tap_in).await? {
-                delete_link(&h, &link, &tap_in).await?;
-            }
-            Ok(())
-        })
-        .await
-        .with_context(|| format!("deleting {tap} in {ns}"))?;
-    }
-    let ns_in = ns.clone();
-    blocking(move || remove_namespace(&ns_in)).await?;
-    if remove_bridge {
+    if remove_bridge && ovs.is_none() {
         let bridge = match master {
             Some(index) => link_by_index(&host, index).await?,
             None => link_by_name(&host, &bridge_name(network_id)).await?,
