@@ -38,6 +38,16 @@ const REPORTS_TOPIC: &str = "q-reports-plugin";
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// dhcp_ready_on_ports batches, as the reference agent sends them.
 const READY_BATCH: usize = 64;
+/// When ports reported ready are reported again. neutron-server's
+/// provisioning_complete removes one block and looks for the others in one
+/// REPEATABLE READ transaction: when the L2 agent's and this agent's
+/// completions run at the same moment, each sees the other's block and the
+/// port stays BUILD/DOWN for good (seen on this machine kind: one port of 21
+/// stayed DOWN with both completions logged 3 ms apart; an agent as fast as
+/// this one, with VMs plugged at port creation, makes such overlaps likely). A second report removes
+/// nothing and finds no block left, which sets the port ACTIVE; it is
+/// harmless when the port is ACTIVE already (the callback is idempotent).
+const READY_AGAIN: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(10)];
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(files: &[PathBuf]) -> Result<()> {
@@ -130,6 +140,12 @@ async fn open_when_there(path: &Path) -> Option<Db> {
     None
 }
 
+/// Another agent's DHCP port on the network (device_owner network:dhcp with a
+/// device_id that is not `ours`).
+fn is_foreign_dhcp_port(port: &Value, ours: &str) -> bool {
+    port["device_owner"] == json!(crate::model::DHCP_OWNER) && port["device_id"] != json!(ours)
+}
+
 /// The DHCP port's device_id as neutron forms it:
 /// `dhcp<uuid5(NAMESPACE_DNS, host)>-<network id>`.
 pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
@@ -172,6 +188,9 @@ struct Agent {
     full_resync: Option<Instant>,
     /// port id → network id: to report with dhcp_ready_on_ports once served.
     pending_ready: HashMap<String, String>,
+    /// Ports reported ready, to report again (see [`READY_AGAIN`]): when, the
+    /// index of the next delay, the ports.
+    ready_again: Vec<(Instant, usize, Vec<String>)>,
     admin_up: bool,
     /// The last error logged per what failed (logged again only when it changes).
     errors: HashMap<String, String>,
@@ -190,6 +209,7 @@ impl Agent {
             dirty: BTreeSet::new(),
             full_resync: Some(Instant::now()),
             pending_ready: HashMap::new(),
+            ready_again: Vec::new(),
             admin_up: true,
             errors: HashMap::new(),
         }
@@ -432,7 +452,11 @@ impl Agent {
             let ports = net["ports"]
                 .as_array_mut()
                 .ok_or_else(|| anyhow!("no ports"))?;
-            ports.retain(|p| p["id"] != port["id"]);
+            // With several agents per network each serves from its own DHCP
+            // port; the others' are servers, not clients, and must not be
+            // taken for this agent's (the store serves the first DHCP port).
+            let ours = dhcp_device_id(&self.s.host, &id);
+            ports.retain(|p| p["id"] != port["id"] && !is_foreign_dhcp_port(p, &ours));
             ports.push(port);
         }
         let doc = network_doc(&net)?;
@@ -593,6 +617,9 @@ impl Agent {
         if !self.hosted.contains(network_id) {
             return Ok(());
         }
+        if is_foreign_dhcp_port(port, &dhcp_device_id(&self.s.host, network_id)) {
+            return Ok(());
+        }
         let doc = crate::import::parse(&json!({"ports": [port]}).to_string())
             .with_context(|| format!("port {} from neutron-server", port["id"]))?;
         self.db.import(&doc)?;
@@ -639,7 +666,7 @@ impl Agent {
 
     /// dhcp_ready_on_ports for the queued ports the daemon now serves.
     async fn report_ready(&mut self, rpc: &Rpc) -> Result<()> {
-        if self.pending_ready.is_empty() {
+        if self.pending_ready.is_empty() && self.ready_again.is_empty() {
             return Ok(());
         }
         let ready: Vec<String> = {
@@ -663,6 +690,29 @@ impl Agent {
                 self.pending_ready.remove(port);
             }
             tracing::info!(ports = batch.len(), "reported ready (dhcp_ready_on_ports)");
+            self.ready_again
+                .push((Instant::now() + READY_AGAIN[0], 1, batch.to_vec()));
+        }
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_again)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.ready_again = later;
+        for (_, next, ports) in due {
+            let result = rpc
+                .call(
+                    PLUGIN_TOPIC,
+                    "dhcp_ready_on_ports",
+                    "1.5",
+                    json!({"port_ids": ports}),
+                    CALL_TIMEOUT,
+                )
+                .await;
+            if let Some(delay) = READY_AGAIN.get(next) {
+                self.ready_again
+                    .push((Instant::now() + *delay, next + 1, ports));
+            }
+            result?;
         }
         Ok(())
     }
@@ -691,5 +741,16 @@ mod tests {
         assert_eq!(doc.subnets.len(), 1);
         assert_eq!(doc.ports.len(), 1);
         assert_eq!(doc.ports[0].mac_address, "fa:16:3e:11:11:11");
+    }
+
+    #[test]
+    fn another_agents_dhcp_port_is_foreign_and_ours_and_vm_ports_are_not() {
+        let net = "edad63d7-2115-45b3-80bb-fd2a85bb5899";
+        let ours = dhcp_device_id("a", net);
+        let theirs = dhcp_device_id("b", net);
+        let port = |owner: &str, device: &str| json!({"device_owner": owner, "device_id": device});
+        assert!(!is_foreign_dhcp_port(&port("network:dhcp", &ours), &ours));
+        assert!(is_foreign_dhcp_port(&port("network:dhcp", &theirs), &ours));
+        assert!(!is_foreign_dhcp_port(&port("compute:nova", "vm-1"), &ours));
     }
 }

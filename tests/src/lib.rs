@@ -379,6 +379,7 @@ pub fn ifindex(ns: &xdhcp::netns::TempNs, dev: &str) -> Result<u32> {
     Ok(index)
 }
 
+pub mod agent;
 pub mod cloud;
 pub mod dnsmasq;
 pub mod loadgen;

@@ -1,274 +1,39 @@
 //! `xdhcp agent` against a real neutron-server (MariaDB, RabbitMQ, userspace
 //! OVS and an L2 agent, started once for this test binary): scheduled over
 //! RPC, plugged into the integration bridge, answering a real dhclient from
-//! the fast path, and turning ports ACTIVE with dhcp_ready_on_ports.
+//! the fast path, turning ports ACTIVE with dhcp_ready_on_ports, following
+//! port updates and deletes, admin state, network removal and HA.
+//!
+//! The tests run in parallel on one neutron-server: each has its own hosts,
+//! availability zone and subnet (see `xdhcp_tests::agent`). Faults of the
+//! shared services (RabbitMQ, neutron-server restarts) are in agent_faults.rs,
+//! a binary of their own.
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use xdhcp_tests::{
+    agent::{unique, wait_until, Agent, Vm},
+    neutron::Neutron,
 };
 
-use serde_json::{json, Value};
-use xdhcp::netns::{ip, TempNs};
-use xdhcp_tests::{cloud::xdhcp_bin, neutron::Neutron};
-
-/// One `xdhcp agent` process with its config files, bpffs and database.
-struct Agent {
-    n: &'static Neutron,
-    /// Networks it served: their qdhcp namespaces and OVS ports are removed on drop
-    /// (a stopped agent leaves them, as neutron-dhcp-agent does, to serve at once on restart).
-    networks: Vec<String>,
-    dir: PathBuf,
-    files: Vec<PathBuf>,
-    child: Option<Child>,
-}
-
-impl Agent {
-    /// Writes the config the seed write-up uses (openvswitch, ovs_use_veth,
-    /// isolated metadata, dnsmasq_config_file with MTU 1400) for `host`.
-    fn new(n: &'static Neutron, host: &str) -> Self {
-        let dir = PathBuf::from(format!("/tmp/xdhcp-agent-{host}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bpffs = PathBuf::from(format!("/sys/fs/bpf/xdhcp-{host}"));
-        let dnsmasq = dir.join("dnsmasq-neutron.conf");
-        std::fs::write(
-            &dnsmasq,
-            "# as the seed has it, for GRE\ndhcp-option-force=26,1400\n",
-        )
-        .unwrap();
-        let neutron_conf = dir.join("neutron.conf");
-        std::fs::write(
-            &neutron_conf,
-            format!(
-                "[DEFAULT]\nhost = {host}\ntransport_url = {}\nstate_path = {}\n\n[agent]\nreport_interval = 2\n\n[ovs]\novsdb_connection = {}\n",
-                n.transport_url,
-                dir.display(),
-                n.ovsdb_connection
-            ),
-        )
-        .unwrap();
-        let dhcp_agent_ini = dir.join("dhcp_agent.ini");
-        std::fs::write(
-            &dhcp_agent_ini,
-            format!(
-                "[DEFAULT]\ninterface_driver = openvswitch\ndhcp_driver = neutron.agent.linux.dhcp.Dnsmasq\n\
-                 enable_isolated_metadata = True\ndnsmasq_config_file = {}\novs_use_veth = True\n\
-                 ovs_integration_bridge = {}\n\n[xdhcp]\nbpffs = {}\n",
-                dnsmasq.display(),
-                n.bridge,
-                bpffs.display()
-            ),
-        )
-        .unwrap();
-        Agent {
-            n,
-            networks: Vec::new(),
-            dir,
-            files: vec![neutron_conf, dhcp_agent_ini],
-            child: None,
-        }
-    }
-
-    fn args(&self) -> Vec<String> {
-        self.files
-            .iter()
-            .flat_map(|f| ["--config-file".to_string(), f.display().to_string()])
-            .collect()
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))
-            .unwrap();
-        let child = Command::new(xdhcp_bin())
-            .args(self.args())
-            .arg("agent")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting xdhcp agent");
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self, kill9: bool) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe {
-                libc::kill(
-                    c.id() as i32,
-                    if kill9 { libc::SIGKILL } else { libc::SIGTERM },
-                )
-            };
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    fn xdhcp(&self, cmd: &[&str]) -> Value {
-        let out = Command::new(xdhcp_bin())
-            .args(self.args())
-            .args(cmd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "xdhcp {cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop(false);
-        let _ = Command::new(xdhcp_bin())
-            .args(self.args())
-            .arg("down")
-            .output();
-        let ovs = xdhcp::plumb::OvsBridge {
-            bridge: self.n.bridge.clone(),
-            db: self.n.ovsdb_connection.clone(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        for net in &self.networks {
-            let ports = self
-                .n
-                .get(&format!(
-                    "/v2.0/ports?network_id={net}&device_owner=network:dhcp"
-                ))
-                .unwrap_or_default();
-            for p in ports["ports"].as_array().into_iter().flatten() {
-                if let Some(id) = p["id"].as_str() {
-                    if let Err(e) = rt.block_on(xdhcp::plumb::unplug(net, id, Some(&ovs), true)) {
-                        eprintln!("unplugging {id}: {e:#}");
-                    }
-                }
-            }
-            let _ = Command::new("ip")
-                .args(["netns", "del", &xdhcp::plumb::namespace_name(net)])
-                .output();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A VM: a namespace whose eth0 (the port's MAC) is a veth whose other end is
-/// an OVS port on the integration bridge with the port's external_ids, as
-/// Nova's os-vif plugs it, so that the L2 agent wires it.
-struct Vm {
-    ns: TempNs,
-    n: &'static Neutron,
-    host_side: String,
-}
-
-impl Vm {
-    fn plug(n: &'static Neutron, port: &Value, tag: &str) -> Self {
-        let ns = TempNs::new(&format!("xvm-{tag}")).unwrap();
-        let host_side = format!("qvo{tag}");
-        ip(&[
-            "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ])
-        .unwrap();
-        let mac = port["mac_address"].as_str().unwrap();
-        ns.ip(&["link", "set", "eth0", "address", mac]).unwrap();
-        ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-        ip(&["link", "set", &host_side, "up"]).unwrap();
-        n.plug_device(&host_side, port).unwrap();
-        Vm { ns, n, host_side }
-    }
-
-    /// Runs dhclient once in the VM; returns its exit status and what it applied.
-    fn dhclient(&self) -> (bool, String) {
-        let lease = format!("/tmp/{}.leases", self.ns.name);
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns.name,
-                "timeout",
-                "20",
-                "dhclient",
-                "-1",
-                "-v",
-                "-lf",
-                &lease,
-                "-pf",
-            ])
-            .arg(format!("/tmp/{}.pid", self.ns.name))
-            .arg("eth0")
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&lease);
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name, "dhclient", "-x", "-pf"])
-            .arg(format!("/tmp/{}.pid", self.ns.name))
-            .output();
-        let _ = std::fs::remove_file(format!("/tmp/{}.pid", self.ns.name));
-        let shown = Command::new("ip")
-            .args(["-n", &self.ns.name, "addr", "show", "eth0"])
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string()
-                + &String::from_utf8_lossy(&shown.stdout),
-        )
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.n.unplug(&self.host_side);
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_side])
-            .output();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if f() {
-            return t0.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: not within {timeout:?}");
-}
+/// dhclient's limit when an answer is expected (a DORA takes milliseconds).
+const ANSWERED: Duration = Duration::from_secs(20);
+/// dhclient's limit when no answer is expected.
+const SILENT: Duration = Duration::from_secs(6);
 
 #[test]
-fn scheduled_by_neutron_server_answers_from_xdp_and_ports_go_active() {
+fn scheduled_by_neutron_server_answers_from_xdp_and_follows_port_changes() {
     let n = Neutron::shared();
-    let host = format!("xa{}", std::process::id() % 100_000);
-    n.ensure_l2_agent(&host);
-    let mut agent = Agent::new(n, &host);
+    let host = unique("xa");
+    let mut agent = Agent::new(n, &host, &unique("aza"));
     agent.start();
-    n.wait_agent_alive(&host, "DHCP agent", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.log()));
 
-    let net = n.create_network(&format!("xnet-{host}")).unwrap();
-    let net_id = net["id"].as_str().unwrap().to_string();
-    agent.networks.push(net_id.clone());
-    n.create_subnet(
-        &net_id,
+    let net_id = agent.create_network(
+        &format!("xnet-{host}"),
         "10.123.0.0/24",
         json!({"dns_nameservers": ["10.99.0.53"], "host_routes": [{"destination": "192.168.77.0/24", "nexthop": "10.123.0.1"}]}),
-    )
-    .unwrap();
+    );
     wait_until(
         "the network is hosted by xdhcp",
         Duration::from_secs(30),
@@ -284,11 +49,12 @@ fn scheduled_by_neutron_server_answers_from_xdp_and_ports_go_active() {
         .create_port(
             &net_id,
             json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": "vm-1",
-               "extra_dhcp_opts": [{"opt_name": "bootfile-name", "opt_value": "pxelinux.0"}]}),
+               "extra_dhcp_opts": [{"opt_name": "ntp-server", "opt_value": "10.123.0.99"}]}),
         )
         .unwrap();
     let port_id = port["id"].as_str().unwrap().to_string();
-    let vm = Vm::plug(n, &port, &format!("{}", std::process::id() % 10_000));
+    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let vm = Vm::plug(n, &port);
     let active = n
         .wait_port_status(&port_id, "ACTIVE", Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.log()));
@@ -306,20 +72,338 @@ fn scheduled_by_neutron_server_answers_from_xdp_and_ports_go_active() {
         .as_str()
         .unwrap()
         .to_string();
-    let (ok, applied) = vm.dhclient();
+    let acks = agent.fast_acks();
+    let got = vm.dhclient(ANSWERED);
     assert!(
-        ok && applied.contains(&format!("inet {ip_addr}/24")),
-        "dhclient: {applied}\nagent log:\n{}",
+        got.has(&ip_addr, 24),
+        "dhclient: {}\nagent log:\n{}",
+        got.text,
         agent.log()
     );
     assert!(
-        applied.contains("mtu 1400"),
-        "dnsmasq_config_file's MTU 1400 applied: {applied}"
+        got.text.contains("mtu 1400"),
+        "dnsmasq_config_file's MTU 1400 applied: {}",
+        got.text
     );
-    let stats = agent.xdhcp(&["stats", "--json"]);
+    assert_eq!(
+        got.option("domain-name-servers").as_deref(),
+        Some("10.99.0.53"),
+        "{}",
+        got.lease
+    );
+    assert_eq!(
+        got.option("ntp-servers").as_deref(),
+        Some("10.123.0.99"),
+        "extra_dhcp_opts: {}",
+        got.lease
+    );
+    assert_eq!(
+        got.option("routers").as_deref(),
+        Some("10.123.0.1"),
+        "{}",
+        got.lease
+    );
+    let routes = got
+        .option("rfc3442-classless-static-routes")
+        .unwrap_or_default();
     assert!(
-        stats["fast_acks"].as_u64() >= Some(1),
-        "answered by the fast path: {stats}"
+        routes.contains("24,192,168,77,10,123,0,1"),
+        "the subnet's host route: {routes}"
     );
-    agent.stop(false);
+    assert!(
+        agent.fast_acks() > acks,
+        "answered by the fast path: {}",
+        agent.xdhcp(&["stats", "--json"])
+    );
+
+    // Port update: a new fixed IP and a new extra option at the next DORA.
+    n.update_port(
+        &port_id,
+        json!({"fixed_ips": [{"ip_address": "10.123.0.77"}],
+               "extra_dhcp_opts": [{"opt_name": "ntp-server", "opt_value": "10.123.0.98"}]}),
+    )
+    .unwrap();
+    let t = wait_until(
+        "the update reaches the fast path",
+        Duration::from_secs(20),
+        || agent.fast_path_ip(&mac).as_deref() == Some("10.123.0.77"),
+    );
+    eprintln!("port update → fast path: {t:?}");
+    let got = vm.dhclient(ANSWERED);
+    assert!(got.has("10.123.0.77", 24), "after the update: {}", got.text);
+    assert_eq!(
+        got.option("ntp-servers").as_deref(),
+        Some("10.123.0.98"),
+        "{}",
+        got.lease
+    );
+
+    // Port delete: its MAC is not answered.
+    n.delete_port(&port_id).unwrap();
+    wait_until(
+        "the delete reaches the fast path",
+        Duration::from_secs(20),
+        || agent.fast_path_ip(&mac).is_none(),
+    );
+    let got = vm.dhclient(SILENT);
+    assert!(!got.ok, "a deleted port was answered: {}", got.text);
+    assert!(agent.running(), "agent exited:\n{}", agent.log());
+}
+
+#[test]
+fn admin_down_and_network_removal_stop_serving_and_undoing_them_serves_again() {
+    let n = Neutron::shared();
+    let host = unique("xb");
+    let mut agent = Agent::new(n, &host, &unique("azb"));
+    let agent_obj = agent.start();
+    let agent_id = agent_obj["id"].as_str().unwrap().to_string();
+    let net_id = agent.create_network(&format!("xnet-{host}"), "10.124.0.0/24", json!({}));
+    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
+        .unwrap();
+    let port = n
+        .create_port(
+            &net_id,
+            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": "vm-b"}),
+        )
+        .unwrap();
+    let ip_addr = port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let vm = Vm::plug(n, &port);
+    n.wait_port_status(
+        port["id"].as_str().unwrap(),
+        "ACTIVE",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.log()));
+    assert!(vm.dhclient(ANSWERED).has(&ip_addr, 24), "{}", agent.log());
+    let qdhcp = xdhcp::plumb::namespace_name(&net_id);
+    let ns_exists = |name: &str| {
+        std::fs::read_dir("/run/netns")
+            .map(|d| d.flatten().any(|e| e.file_name() == name))
+            .unwrap_or(false)
+    };
+    assert!(ns_exists(&qdhcp), "{qdhcp} plumbed");
+
+    // admin_state_up false: the DHCP port released, nothing served.
+    n.set_agent_admin_state(&agent_id, false).unwrap();
+    wait_until(
+        "admin-down reaches the fast path",
+        Duration::from_secs(20),
+        || agent.fast_path_ip(&mac).is_none(),
+    );
+    wait_until("the DHCP port is released", Duration::from_secs(20), || {
+        agent.dhcp_port_ip(&net_id).is_none()
+    });
+    wait_until(
+        "the qdhcp namespace is removed",
+        Duration::from_secs(20),
+        || !ns_exists(&qdhcp),
+    );
+    let got = vm.dhclient(SILENT);
+    assert!(!got.ok, "served while admin-down: {}", got.text);
+
+    // admin_state_up true: served again.
+    n.set_agent_admin_state(&agent_id, true).unwrap();
+    wait_until(
+        "admin-up reaches the fast path",
+        Duration::from_secs(30),
+        || agent.fast_path_ip(&mac).is_some(),
+    );
+    let got = vm.dhclient(ANSWERED);
+    assert!(
+        got.has(&ip_addr, 24),
+        "after admin-up: {}\n{}",
+        got.text,
+        agent.log()
+    );
+
+    // dhcp-agent-network-remove: not served here; add: served again.
+    n.remove_network_from_agent(&agent_id, &net_id).unwrap();
+    wait_until(
+        "the removal reaches the fast path",
+        Duration::from_secs(20),
+        || agent.fast_path_ip(&mac).is_none(),
+    );
+    wait_until(
+        "the qdhcp namespace is removed",
+        Duration::from_secs(20),
+        || !ns_exists(&qdhcp),
+    );
+    let got = vm.dhclient(SILENT);
+    assert!(!got.ok, "served after network-remove: {}", got.text);
+    n.add_network_to_agent(&agent_id, &net_id).unwrap();
+    wait_until(
+        "the network is back in the fast path",
+        Duration::from_secs(30),
+        || agent.fast_path_ip(&mac).is_some(),
+    );
+    let got = vm.dhclient(ANSWERED);
+    assert!(
+        got.has(&ip_addr, 24),
+        "after network-add: {}\n{}",
+        got.text,
+        agent.log()
+    );
+    assert!(agent.running(), "agent exited:\n{}", agent.log());
+}
+
+#[test]
+fn two_agents_give_the_same_answers_and_either_alone_serves() {
+    let n = Neutron::shared();
+    let az = unique("azc");
+    let mut a = Agent::new(n, &unique("xc"), &az);
+    let mut b = Agent::new(n, &unique("xd"), &az);
+    // Each agent's own DHCP port would be the metadata next hop: off, so that
+    // the two answers can be compared whole.
+    a.isolated_metadata = false;
+    b.isolated_metadata = false;
+    a.start();
+    b.start();
+    let net_id = a.create_network(
+        &format!("xnet-{}", a.host),
+        "10.125.0.0/24",
+        json!({"dns_nameservers": ["10.99.0.53", "10.99.0.54"]}),
+    );
+    b.networks.push(net_id.clone());
+    let hosts = n
+        .wait_dhcp_agents(&net_id, 2, Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        hosts.contains(&a.host) && hosts.contains(&b.host),
+        "{hosts:?}"
+    );
+    let port = n
+        .create_port(
+            &net_id,
+            json!({"binding:host_id": a.host, "device_owner": "compute:nova", "device_id": "vm-c",
+            "extra_dhcp_opts": [{"opt_name": "ntp-server", "opt_value": "10.125.0.99"}]}),
+        )
+        .unwrap();
+    let ip_addr = port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let vm = Vm::plug(n, &port);
+    n.wait_port_status(
+        port["id"].as_str().unwrap(),
+        "ACTIVE",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nagent logs:\n{}\n{}", a.log(), b.log()));
+    for agent in [&a, &b] {
+        wait_until(
+            &format!("{} serves the port", agent.host),
+            Duration::from_secs(20),
+            || agent.fast_path_ip(&mac).as_deref() == Some(ip_addr.as_str()),
+        );
+    }
+    let (ip_a, ip_b) = (
+        a.dhcp_port_ip(&net_id).unwrap(),
+        b.dhcp_port_ip(&net_id).unwrap(),
+    );
+    assert_ne!(ip_a, ip_b, "each agent has its own DHCP port");
+    assert!(vm.dhclient(ANSWERED).has(&ip_addr, 24));
+
+    // Each alone: the node of the other gone (killed, its fast path removed).
+    b.stop(true);
+    b.down();
+    let from_a = vm.dhclient(ANSWERED);
+    assert!(from_a.has(&ip_addr, 24), "a alone: {}", from_a.text);
+    assert_eq!(from_a.option("dhcp-server-identifier"), Some(ip_a.clone()));
+    b.start();
+    wait_until("b serves the port again", Duration::from_secs(30), || {
+        b.fast_path_ip(&mac).is_some()
+    });
+    a.stop(true);
+    a.down();
+    let from_b = vm.dhclient(ANSWERED);
+    assert!(from_b.has(&ip_addr, 24), "b alone: {}", from_b.text);
+    assert_eq!(from_b.option("dhcp-server-identifier"), Some(ip_b.clone()));
+    let strip = |d: &xdhcp_tests::agent::Dhcp| -> Vec<String> {
+        d.options()
+            .into_iter()
+            .filter(|l| !l.starts_with("option dhcp-server-identifier"))
+            .collect()
+    };
+    assert_eq!(
+        strip(&from_a),
+        strip(&from_b),
+        "the same answers from both agents"
+    );
+    assert!(from_a.option("ntp-servers").is_some(), "{}", from_a.lease);
+}
+
+#[test]
+fn a_call_that_fails_on_the_server_is_logged_and_retried_until_it_succeeds() {
+    let n = Neutron::shared();
+    let host = unique("xe");
+    let mut agent = Agent::new(n, &host, &unique("aze"));
+    agent.start();
+    // A pool of two addresses, both taken before DHCP is enabled on the
+    // subnet: create_dhcp_port then fails on the server
+    // (IpAddressGenerationFailure). Deleting the blocking port sends the
+    // agent only a port_delete_end, which does not make it fetch the
+    // network: the DHCP port is created by the agent's own retry.
+    let net_id = agent.create_network(
+        &format!("xnet-{host}"),
+        "10.126.0.0/24",
+        json!({"allocation_pools": [{"start": "10.126.0.10", "end": "10.126.0.11"}], "enable_dhcp": false}),
+    );
+    let vm_port = |device: &str| {
+        n.create_port(
+            &net_id,
+            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": device}),
+        )
+        .unwrap()
+    };
+    let port = vm_port("vm-e");
+    let blocker = vm_port("vm-e-blocker");
+    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let subnet_id = port["fixed_ips"][0]["subnet_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    n.put(
+        &format!("/v2.0/subnets/{subnet_id}"),
+        &json!({"subnet": {"enable_dhcp": true}}),
+    )
+    .unwrap();
+    wait_until(
+        "create_dhcp_port fails and is logged",
+        Duration::from_secs(30),
+        || {
+            agent
+                .log()
+                .contains("create_dhcp_port failed on the server")
+        },
+    );
+    // Retried every resync_interval (2 s here) while it fails.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(agent.dhcp_port_ip(&net_id).is_none());
+    n.delete_port(blocker["id"].as_str().unwrap()).unwrap();
+    wait_until(
+        "the retried call succeeds and the port is served",
+        Duration::from_secs(30),
+        || agent.fast_path_ip(&mac).is_some(),
+    );
+    assert_eq!(
+        agent.dhcp_port_ip(&net_id).as_deref(),
+        blocker["fixed_ips"][0]["ip_address"].as_str()
+    );
+    let failures = agent.log().matches("create_dhcp_port failed").count();
+    assert!(
+        (1..=2).contains(&failures),
+        "the same failure is logged once per failing step, not on every retry:\n{}",
+        agent.log()
+    );
+    let vm = Vm::plug(n, &port);
+    let ip_addr = port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(vm.dhclient(ANSWERED).has(&ip_addr, 24), "{}", agent.log());
 }
