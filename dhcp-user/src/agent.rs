@@ -70,18 +70,11 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
         cfg.extra_options.push((o.name.clone(), o.value.clone()));
     }
     let ovs = match settings.interface_driver {
-        Some(InterfaceDriver::OpenVSwitch) => {
-            if !settings.ovs_use_veth {
-                bail!(
-                    "interface_driver = openvswitch with ovs_use_veth = False (an OVS internal \
-                     port) is not supported yet: set ovs_use_veth = True"
-                );
-            }
-            Some(OvsBridge {
-                bridge: settings.ovs_integration_bridge.clone(),
-                db: settings.ovsdb_connection.clone(),
-            })
-        }
+        Some(InterfaceDriver::OpenVSwitch) => Some(OvsBridge {
+            bridge: settings.ovs_integration_bridge.clone(),
+            db: settings.ovsdb_connection.clone(),
+            use_veth: settings.ovs_use_veth,
+        }),
         Some(InterfaceDriver::LinuxBridge) => None,
         None => bail!("[DEFAULT] interface_driver is not set (openvswitch or linuxbridge)"),
     };

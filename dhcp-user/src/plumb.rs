@@ -60,10 +60,11 @@ pub struct PlumbSpec {
     pub mtu: Option<u32>,
     /// `None` = `brq<NET[:11]>`, the linuxbridge agent's name.
     pub bridge: Option<String>,
-    /// Plug into this Open vSwitch bridge instead (as neutron's
-    /// OVSInterfaceDriver with `ovs_use_veth = True` does: `ns-<PORT[:11]>` in
-    /// the namespace, `tap<PORT[:11]>` an OVS port with the port's
-    /// external_ids, so that the L2 agent wires it).
+    /// Plug into this Open vSwitch bridge instead, as neutron's
+    /// OVSInterfaceDriver does: with `ovs_use_veth = True`, `ns-<PORT[:11]>`
+    /// in the namespace and `tap<PORT[:11]>` an OVS port; with False,
+    /// `tap<PORT[:11]>` an OVS internal port moved into the namespace. The
+    /// OVS port has the port's external_ids, so that the L2 agent wires it.
     pub ovs: Option<OvsBridge>,
 }
 
@@ -74,6 +75,8 @@ pub struct OvsBridge {
     pub bridge: String,
     /// e.g. `tcp:127.0.0.1:6640` (`[ovs] ovsdb_connection`).
     pub db: String,
+    /// `ovs_use_veth`: a veth pair (True) or an OVS internal port (False).
+    pub use_veth: bool,
 }
 
 /// The names of what [`plumb`] set up.
@@ -125,9 +128,17 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
                 .clone()
                 .unwrap_or_else(|| bridge_name(&spec.network_id)),
         },
-        Some(ovs) => Plumbed {
+        Some(ovs) if ovs.use_veth => Plumbed {
             namespace: namespace_name(&spec.network_id),
             tap: host_side_name(&spec.port_id),
+            host_side: tap_name(&spec.port_id),
+            bridge: ovs.bridge.clone(),
+        },
+        // One device: the internal port, by the same name on the bridge and
+        // in the namespace.
+        Some(ovs) => Plumbed {
+            namespace: namespace_name(&spec.network_id),
+            tap: tap_name(&spec.port_id),
             host_side: tap_name(&spec.port_id),
             bridge: ovs.bridge.clone(),
         },
@@ -144,6 +155,20 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
         .with_context(|| format!("network {net}: namespace {}", names.namespace))?;
 
     let host = connect().context("host netns")?;
+    if let Some(ovs) = spec.ovs.as_ref().filter(|o| !o.use_veth) {
+        ensure_internal_port(&host, spec, ovs, &names)
+            .await
+            .with_context(|| {
+                format!(
+                    "network {net}: OVS internal port {} on {} into {}",
+                    names.tap, ovs.bridge, names.namespace
+                )
+            })?;
+        configure_tap(spec, &names)
+            .await
+            .with_context(|| format!("network {net}: {} in {}", names.tap, names.namespace))?;
+        return Ok(names);
+    }
     let bridge = match &spec.ovs {
         Some(_) => None,
         None => Some(
@@ -166,28 +191,98 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
         .await
         .with_context(|| format!("network {net}: {} on {}", names.host_side, names.bridge))?;
     if let Some(ovs) = &spec.ovs {
-        let mac = crate::model::format_mac(&spec.mac);
-        let port = &names.host_side;
-        ovs_vsctl(
-            &ovs.db,
-            &[
-                "--may-exist",
-                "add-port",
-                &ovs.bridge,
-                port,
-                "--",
-                "set",
-                "Interface",
-                port,
-                &format!("external_ids:iface-id={}", spec.port_id),
-                &format!("external_ids:attached-mac={mac}"),
-                "external_ids:iface-status=active",
-            ],
-        )
-        .await
-        .with_context(|| format!("network {net}: OVS port {port} on {}", ovs.bridge))?;
+        add_ovs_port(spec, ovs, &names.host_side, false)
+            .await
+            .with_context(|| {
+                format!(
+                    "network {net}: OVS port {} on {}",
+                    names.host_side, ovs.bridge
+                )
+            })?;
     }
     Ok(names)
+}
+
+/// `ovs-vsctl --may-exist add-port BRIDGE PORT -- set Interface PORT
+/// [type=internal] external_ids:…` with the DHCP port's iface-id,
+/// attached-mac and iface-status=active, as neutron's OVSInterfaceDriver
+/// sets them.
+async fn add_ovs_port(spec: &PlumbSpec, ovs: &OvsBridge, port: &str, internal: bool) -> Result<()> {
+    let mac = crate::model::format_mac(&spec.mac);
+    let mut args = vec![
+        "--may-exist".to_string(),
+        "add-port".into(),
+        ovs.bridge.clone(),
+        port.into(),
+        "--".into(),
+        "set".into(),
+        "Interface".into(),
+        port.into(),
+    ];
+    if internal {
+        args.push("type=internal".into());
+    }
+    args.extend([
+        format!("external_ids:iface-id={}", spec.port_id),
+        format!("external_ids:attached-mac={mac}"),
+        "external_ids:iface-status=active".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ovs_vsctl(&ovs.db, &args).await
+}
+
+/// `ovs_use_veth = False`: the OVS internal port `tap<PORT[:11]>`, created
+/// by ovs-vswitchd in the host namespace and moved into the qdhcp namespace
+/// (as neutron does), unless it is there already.
+async fn ensure_internal_port(
+    host: &Handle,
+    spec: &PlumbSpec,
+    ovs: &OvsBridge,
+    names: &Plumbed,
+) -> Result<()> {
+    add_ovs_port(spec, ovs, &names.tap, true).await?;
+    let tap = names.tap.clone();
+    let in_ns = in_netns(&names.namespace, move |h| async move {
+        Ok(link_by_name(&h, &tap).await?.is_some())
+    })
+    .await?;
+    if in_ns {
+        return Ok(());
+    }
+    // ovs-vswitchd creates the device asynchronously after the transaction.
+    let t0 = std::time::Instant::now();
+    let link = loop {
+        if let Some(link) = link_by_name(host, &names.tap).await? {
+            break link;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(10) {
+            bail!(
+                "ovs-vswitchd created no device {} within 10 s (is the bridge's datapath one with \
+                 kernel devices: system or netdev?)",
+                names.tap
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let ns_file = File::open(netns_path(&names.namespace))
+        .with_context(|| format!("opening namespace {}", names.namespace))?;
+    // The MAC before the move, as neutron sets it (ovs-vswitchd may still
+    // be watching the device by name in its own namespace).
+    set_link(
+        host,
+        LinkUnspec::new_with_index(link.header.index)
+            .address(spec.mac.to_vec())
+            .build(),
+        &names.tap,
+        "setting the MAC",
+    )
+    .await?;
+    let msg = LinkUnspec::new_with_index(link.header.index)
+        .setns_by_fd(ns_file.as_raw_fd())
+        .build();
+    set_link(host, msg, &names.tap, "moving into the namespace").await?;
+    info!(port = %names.tap, bridge = %ovs.bridge, namespace = %names.namespace, "moved OVS internal port into namespace");
+    Ok(())
 }
 
 /// Runs `ovs-vsctl --db=DB --timeout=10 ARGS…`, failing with its stderr.
@@ -252,7 +347,13 @@ async fn remove_devices(
         Some(ovs) => {
             let port = tap_name(port_id);
             ovs_vsctl(&ovs.db, &["--if-exists", "del-port", &ovs.bridge, &port]).await?;
-            (host_side_name(port_id), port)
+            if ovs.use_veth {
+                (host_side_name(port_id), port)
+            } else {
+                // The internal port itself (gone with del-port on most
+                // datapaths; removed here where it is not).
+                (port.clone(), port)
+            }
         }
         None => (tap_name(port_id), host_side_name(port_id)),
     };

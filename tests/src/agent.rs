@@ -28,6 +28,10 @@ pub struct Agent {
     pub az: String,
     /// `enable_isolated_metadata` (the seed's dhcp_agent.ini has it on).
     pub isolated_metadata: bool,
+    /// `ovs_use_veth` (the seed's: True; False plugs an OVS internal port).
+    pub use_veth: bool,
+    /// `ovs_integration_bridge`: the harness's bridge unless set.
+    pub bridge: String,
     /// Networks it served: their qdhcp namespaces and OVS ports are removed on drop
     /// (a stopped agent leaves them, as neutron-dhcp-agent does, to serve at once on restart).
     pub networks: Vec<String>,
@@ -51,6 +55,8 @@ impl Agent {
             host: host.to_string(),
             az: az.to_string(),
             isolated_metadata: true,
+            use_veth: true,
+            bridge: n.bridge.clone(),
             networks: Vec::new(),
             files: vec![dir.join("neutron.conf"), dir.join("dhcp_agent.ini")],
             dir,
@@ -86,11 +92,12 @@ impl Agent {
             &self.files[1],
             format!(
                 "[DEFAULT]\ninterface_driver = openvswitch\ndhcp_driver = neutron.agent.linux.dhcp.Dnsmasq\n\
-                 enable_isolated_metadata = {}\ndnsmasq_config_file = {}\novs_use_veth = True\n\
+                 enable_isolated_metadata = {}\ndnsmasq_config_file = {}\novs_use_veth = {}\n\
                  ovs_integration_bridge = {}\nresync_interval = 2\n\n[xdhcp]\nbpffs = {}\n",
                 if self.isolated_metadata { "True" } else { "False" },
                 dnsmasq.display(),
-                self.n.bridge,
+                if self.use_veth { "True" } else { "False" },
+                self.bridge,
                 self.bpffs().display()
             ),
         )
@@ -272,8 +279,9 @@ impl Drop for Agent {
             .arg("down")
             .output();
         let ovs = xdhcp::plumb::OvsBridge {
-            bridge: self.n.bridge.clone(),
+            bridge: self.bridge.clone(),
             db: self.n.ovsdb_connection.clone(),
+            use_veth: self.use_veth,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

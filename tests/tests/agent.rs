@@ -407,3 +407,188 @@ fn a_call_that_fails_on_the_server_is_logged_and_retried_until_it_succeeds() {
         .to_string();
     assert!(vm.dhclient(ANSWERED).has(&ip_addr, 24), "{}", agent.log());
 }
+
+/// Port create → ACTIVE for 20 ports, created one after another and each
+/// plugged as Nova plugs a VM: the figures are printed (run with
+/// `--nocapture`); the test asserts only that every port goes ACTIVE.
+#[test]
+fn port_create_to_active_over_twenty_ports() {
+    let n = Neutron::shared();
+    let host = unique("xg");
+    let mut agent = Agent::new(n, &host, &unique("azg"));
+    agent.start();
+    let net_id = agent.create_network(&format!("xnet-{host}"), "10.128.0.0/24", json!({}));
+    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
+        .unwrap();
+    let mut times = Vec::new();
+    let mut vms = Vec::new();
+    for i in 0..20 {
+        let t0 = Instant::now();
+        let port = n
+            .create_port(&net_id, json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": format!("vm-g{i}")}))
+            .unwrap();
+        vms.push(Vm::plug(n, &port));
+        n.wait_port_status(
+            port["id"].as_str().unwrap(),
+            "ACTIVE",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("port {i}: {e:#}\n{}", agent.log()));
+        times.push(t0.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "port create → ACTIVE over {} ports (POST /v2.0/ports to status ACTIVE, VM plugged right after the POST): p50 {:.3} s, max {:.3} s, min {:.3} s",
+        times.len(),
+        times[times.len() / 2].as_secs_f64(),
+        times[times.len() - 1].as_secs_f64(),
+        times[0].as_secs_f64()
+    );
+}
+
+/// `ovs_use_veth = False`: the DHCP port is an OVS internal port `tap<PORT>`
+/// moved into the qdhcp namespace, as neutron's OVSInterfaceDriver does. The
+/// harness's bridge (datapath `dummy`) has no kernel devices for internal
+/// ports, so this test uses a bridge of its own with datapath `netdev` (its
+/// internal ports are tap devices) in the same ovs-vswitchd, removed at the
+/// end. The stand-in L2 agent does not watch that bridge, so ports there stay
+/// DOWN: this test is about the plumbing and the answers.
+#[test]
+fn ovs_use_veth_false_plugs_an_internal_port_into_the_namespace() {
+    struct Bridge(&'static Neutron, String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = self.0.ovs_vsctl(&["--if-exists", "del-br", &self.1]);
+        }
+    }
+    let n = Neutron::shared();
+    let host = unique("xh");
+    let br = Bridge(n, format!("brnd{}", std::process::id() % 100_000));
+    n.ovs_vsctl(&[
+        "add-br",
+        &br.1,
+        "--",
+        "set",
+        "bridge",
+        &br.1,
+        "datapath_type=netdev",
+        "fail_mode=standalone",
+    ])
+    .unwrap();
+    let mut agent = Agent::new(n, &host, &unique("azh"));
+    agent.use_veth = false;
+    agent.bridge = br.1.clone();
+    agent.start();
+    let net_id = agent.create_network(&format!("xnet-{host}"), "10.129.0.0/24", json!({}));
+    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
+        .unwrap();
+    let port = n
+        .create_port(
+            &net_id,
+            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": "vm-h"}),
+        )
+        .unwrap();
+    let ip_addr = port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac = port["mac_address"].as_str().unwrap().to_string();
+    wait_until(
+        "the port is in the fast path",
+        Duration::from_secs(30),
+        || agent.fast_path_ip(&mac).is_some(),
+    );
+    let dhcp_ip = agent.dhcp_port_ip(&net_id).expect("a DHCP port");
+    let dhcp_port = n
+        .get(&format!(
+            "/v2.0/ports?network_id={net_id}&device_owner=network:dhcp"
+        ))
+        .unwrap()["ports"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tap = xdhcp::plumb::tap_name(&dhcp_port);
+    let qdhcp = xdhcp::plumb::namespace_name(&net_id);
+    wait_until(
+        "the internal port is up in the namespace with its IP",
+        Duration::from_secs(20),
+        || {
+            let out = std::process::Command::new("ip")
+                .args(["-n", &qdhcp, "-d", "addr", "show", &tap])
+                .output()
+                .unwrap();
+            let s = String::from_utf8_lossy(&out.stdout);
+            s.contains(&format!("inet {dhcp_ip}/24"))
+                && s.contains("tun type tap")
+                && s.contains("UP")
+        },
+    );
+    let iface = n
+        .ovs_vsctl(&["get", "Interface", &tap, "type", "external_ids"])
+        .unwrap();
+    assert!(
+        iface.starts_with("internal")
+            && iface.contains(&format!("iface-id=\"{dhcp_port}\""))
+            && iface.contains("iface-status=active"),
+        "the OVS interface: {iface}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
+        "{tap} left in the host namespace"
+    );
+    // A VM on the same bridge.
+    let ns = xdhcp::netns::TempNs::new("xvm-h").unwrap();
+    let host_side = format!("qvh{}", std::process::id() % 100_000);
+    xdhcp::netns::ip(&[
+        "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "eth0", "address", &mac]).unwrap();
+    ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+    xdhcp::netns::ip(&["link", "set", &host_side, "up"]).unwrap();
+    n.ovs_vsctl(&["add-port", &br.1, &host_side]).unwrap();
+    let acks = agent.fast_acks();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "timeout",
+            "20",
+            "udhcpc",
+            "-f",
+            "-q",
+            "-n",
+            "-i",
+            "eth0",
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let _ = n.ovs_vsctl(&["--if-exists", "del-port", &br.1, &host_side]);
+    let _ = xdhcp::netns::ip(&["link", "del", &host_side]);
+    assert!(
+        out.status.success() && log.contains(&format!("lease of {ip_addr} obtained")),
+        "udhcpc: {log}\n{}",
+        agent.log()
+    );
+    assert!(agent.fast_acks() > acks, "answered by the fast path");
+    assert!(
+        agent
+            .log()
+            .contains("moved OVS internal port into namespace"),
+        "{}",
+        agent.log()
+    );
+    agent.down();
+    drop(agent);
+    let left = n.ovs_vsctl(&["list-ports", &br.1]).unwrap();
+    assert!(left.trim().is_empty(), "left on the bridge: {left}");
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{qdhcp}")).exists(),
+        "{qdhcp} left"
+    );
+}
