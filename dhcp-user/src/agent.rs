@@ -23,6 +23,7 @@ use crate::{
     daemon::{self, RunOptions, Served},
     db::Db,
     extra_opts,
+    health::{self, Health},
     model::Kind,
     plumb::OvsBridge,
     rpc::{self, Cast, Declarations, Rpc},
@@ -82,6 +83,8 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
         bail!("[DEFAULT] transport_url is not set: the agent cannot reach neutron-server");
     }
     let served = Served::default();
+    let health = Health::default();
+    health.update_agent(|a| a.report_interval = settings.report_interval);
     let opts = RunOptions {
         db: settings.db.clone(),
         bpffs: settings.bpffs.clone(),
@@ -91,6 +94,9 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
         allow_empty_db: false,
         ovs,
         unplumb: true,
+        metrics: settings.metrics_address,
+        metrics_max_networks: settings.metrics_max_networks,
+        health: health.clone(),
     };
     let rpc_served = served.clone();
     let rpc_settings = settings.clone();
@@ -111,7 +117,7 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
                 let Some(db) = open_when_there(&rpc_settings.db).await else {
                     return;
                 };
-                Agent::new(rpc_settings, db, rpc_served).run().await;
+                Agent::new(rpc_settings, db, rpc_served, health).run().await;
             });
         })
         .context("starting the RPC thread")?;
@@ -169,6 +175,8 @@ struct Agent {
     s: AgentSettings,
     db: Db,
     served: Served,
+    /// The RPC state, for the metrics and the status file.
+    health: Health,
     /// This process's agent uuid (report_state).
     uuid: String,
     /// Whether report_state's start_flag went out.
@@ -190,12 +198,13 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(s: AgentSettings, db: Db, served: Served) -> Self {
+    fn new(s: AgentSettings, db: Db, served: Served, health: Health) -> Self {
         let hosted = db.network_ids().unwrap_or_default().into_iter().collect();
         Agent {
             s,
             db,
             served,
+            health,
             uuid: uuid::Uuid::new_v4().to_string(),
             started: false,
             hosted,
@@ -228,6 +237,7 @@ impl Agent {
         loop {
             let started = Instant::now();
             let e = self.session().await.unwrap_err();
+            self.health.update_agent(|a| a.connected = false);
             self.error("connection to the broker", &e);
             if started.elapsed() > Duration::from_secs(60) {
                 backoff = Duration::from_secs(1);
@@ -259,6 +269,7 @@ impl Agent {
         )
         .await?;
         self.ok("connection to the broker");
+        self.health.update_agent(|a| a.connected = true);
         tracing::info!(host = %self.s.host, broker = %rpc::redact(&uris.join(",")), "connected to the broker");
         // After a reconnect nothing learned meanwhile is known: resync.
         self.full_resync = Some(Instant::now());
@@ -279,7 +290,11 @@ impl Agent {
             if !report_every.is_zero() && Instant::now() >= next_report {
                 next_report = Instant::now() + report_every;
                 match self.report_state(&rpc).await {
-                    Ok(()) => self.ok("report_state"),
+                    Ok(()) => {
+                        self.ok("report_state");
+                        let now = health::unix_now_f64();
+                        self.health.update_agent(|a| a.last_report_unix = Some(now));
+                    }
                     Err(e) => self.error("report_state", &e),
                 }
             }
@@ -294,6 +309,7 @@ impl Agent {
                 Ok(()) => {
                     self.full_resync = None;
                     self.ok("resync");
+                    self.health.update_agent(|a| a.resyncs += 1);
                 }
                 Err(e) => {
                     self.error("resync", &e);
@@ -319,6 +335,8 @@ impl Agent {
         if let Err(e) = self.report_ready(rpc).await {
             self.error("dhcp_ready_on_ports", &e);
         }
+        let pending = self.pending_ready.len();
+        self.health.update_agent(|a| a.pending_ready = pending);
     }
 
     async fn report_state(&mut self, rpc: &Rpc) -> Result<()> {

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -89,6 +89,10 @@ pub struct AgentSettings {
     pub enable_relay: bool,
     /// `[xdhcp] relay_addresses`: with enable_relay, the only relays answered (empty: any).
     pub relay_addresses: Vec<Ipv4Addr>,
+    /// `[xdhcp] metrics_address`: where the Prometheus endpoint listens (None: off).
+    pub metrics_address: Option<SocketAddr>,
+    /// `[xdhcp] metrics_max_networks`: networks that get per-network series.
+    pub metrics_max_networks: usize,
 }
 
 /// How Neutron plugs the DHCP port into the host (`interface_driver`).
@@ -279,6 +283,8 @@ const KNOWN: &[(&str, &str)] = &[
     ("xdhcp", "db"),
     ("xdhcp", "enable_relay"),
     ("xdhcp", "relay_addresses"),
+    ("xdhcp", "metrics_address"),
+    ("xdhcp", "metrics_max_networks"),
 ];
 
 /// Whether xdhcp reads this option.
@@ -308,6 +314,7 @@ fn default_text(section: &str, key: &str) -> Option<&'static str> {
         ("xdhcp", "bpffs") => "/sys/fs/bpf/xdhcp",
         ("xdhcp", "db") => "$state_path/xdhcp/xdhcp.db",
         ("xdhcp", "enable_relay") => "false",
+        ("xdhcp", "metrics_max_networks") => "100",
         _ => "",
     };
     Some(text)
@@ -737,6 +744,20 @@ fn build(v: &Values, warnings: &mut Vec<String>) -> Result<AgentSettings> {
             .collect::<Result<Vec<_>>>()?
     };
 
+    let metrics_address = {
+        let a = v.get("xdhcp", "metrics_address")?;
+        if a.text.is_empty() {
+            None
+        } else {
+            Some(a.text.parse::<SocketAddr>().map_err(|_| {
+                a.error(&format!(
+                    "{:?} is not an address and port (127.0.0.1:9411, [::]:9411)",
+                    a.text
+                ))
+            })?)
+        }
+    };
+
     let (dnsmasq_config_file, dnsmasq_options) = {
         let f = v.get(DEFAULT, "dnsmasq_config_file")?;
         if f.text.is_empty() {
@@ -783,6 +804,8 @@ fn build(v: &Values, warnings: &mut Vec<String>) -> Result<AgentSettings> {
         db,
         enable_relay: v.boolean("xdhcp", "enable_relay")?,
         relay_addresses,
+        metrics_address,
+        metrics_max_networks: v.unsigned("xdhcp", "metrics_max_networks")? as usize,
     })
 }
 
@@ -1118,13 +1141,15 @@ mod tests {
                 assert_eq!(s.db, PathBuf::from("/var/lib/neutron/xdhcp/xdhcp.db"));
                 assert!(!s.enable_relay);
                 assert!(s.relay_addresses.is_empty());
+                assert_eq!(s.metrics_address, None);
+                assert_eq!(s.metrics_max_networks, 100);
                 assert_eq!(s.to_agent_config(), AgentConfig::default());
             }),
             ("empty sections and comments change nothing", &["# c\n; c\n\n[DEFAULT]\n[agent]\n"], |s, w| {
                 assert!(w.is_empty());
                 assert_eq!(s.dhcp_lease_duration, 86400);
             }),
-            ("every option set", &["[DEFAULT]\nhost = agent-1\ncontrol_exchange = openstack\nstate_path = /srv/neutron\novs_use_veth = yes\ndhcp_lease_duration = 600\ndns_domain = cloud.example\nenable_isolated_metadata = on\nforce_metadata = 1\nresync_interval = 7\n[agent]\nreport_interval = 2.5\navailability_zone = az1\n[ovs]\novsdb_connection = unix:/run/openvswitch/db.sock\n[oslo_messaging_rabbit]\namqp_durable_queues = true\nrabbit_quorum_queue = TRUE\nheartbeat_timeout_threshold = 0\namqp_auto_delete = On\n[xdhcp]\nbpffs = /sys/fs/bpf/x\ndb = /tmp/x.db\nenable_relay = true\nrelay_addresses = 10.9.0.1\n"], |s, w| {
+            ("every option set", &["[DEFAULT]\nhost = agent-1\ncontrol_exchange = openstack\nstate_path = /srv/neutron\novs_use_veth = yes\ndhcp_lease_duration = 600\ndns_domain = cloud.example\nenable_isolated_metadata = on\nforce_metadata = 1\nresync_interval = 7\n[agent]\nreport_interval = 2.5\navailability_zone = az1\n[ovs]\novsdb_connection = unix:/run/openvswitch/db.sock\n[oslo_messaging_rabbit]\namqp_durable_queues = true\nrabbit_quorum_queue = TRUE\nheartbeat_timeout_threshold = 0\namqp_auto_delete = On\n[xdhcp]\nbpffs = /sys/fs/bpf/x\ndb = /tmp/x.db\nenable_relay = true\nrelay_addresses = 10.9.0.1\nmetrics_address = 127.0.0.1:9411\nmetrics_max_networks = 7\n"], |s, w| {
                 assert!(w.is_empty(), "{w:?}");
                 assert_eq!(s.host, "agent-1");
                 assert_eq!(s.control_exchange, "openstack");
@@ -1142,6 +1167,8 @@ mod tests {
                 assert_eq!(s.bpffs, PathBuf::from("/sys/fs/bpf/x"));
                 assert_eq!(s.db, PathBuf::from("/tmp/x.db"));
                 assert!(s.enable_relay);
+                assert_eq!(s.metrics_address, Some("127.0.0.1:9411".parse().unwrap()));
+                assert_eq!(s.metrics_max_networks, 7);
                 let c = s.to_agent_config();
                 assert_eq!(c.dhcp_lease_duration, 600);
                 assert_eq!(c.dns_domain, "cloud.example");
@@ -1558,6 +1585,19 @@ mod tests {
                 "an IPv6 relay address",
                 &["[xdhcp]\nrelay_addresses = 2001:db8::1\n"],
                 &["[xdhcp] relay_addresses", "not an IPv4 address"],
+            ),
+            (
+                "a metrics_address without a port",
+                &["[xdhcp]\nmetrics_address = 127.0.0.1\n"],
+                &[
+                    "[xdhcp] metrics_address",
+                    "\"127.0.0.1\" is not an address and port",
+                ],
+            ),
+            (
+                "a negative metrics_max_networks",
+                &["[xdhcp]\nmetrics_max_networks = -1\n"],
+                &["[xdhcp] metrics_max_networks", "must not be negative"],
             ),
             (
                 "an unknown interface driver lists the accepted ones",

@@ -1,5 +1,5 @@
-//! `xdhcp leases`, `xdhcp stats`, `xdhcp ports`: what the maps and the lease
-//! store hold, as a table or as JSON.
+//! `xdhcp leases`, `xdhcp stats`, `xdhcp ports`, `xdhcp status`: what the
+//! maps, the lease store and the daemon's status file hold, as a table or as JSON.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 use dhcp_ebpf::{stat, EXPIRES_NEVER, LEASE_INFINITE, OPTS_MAX};
 use serde::Serialize;
 use xdhcp::{
-    daemon::{boottime_ns, unix_now},
+    daemon::{self, boottime_ns, unix_now},
     db::{Db, LeaseRecord},
     ebpf::Maps,
+    health,
     model::format_mac,
     slowpath::Counter,
 };
@@ -171,4 +172,154 @@ pub fn ports(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusNetwork {
+    network_id: String,
+    namespace: String,
+    device: Option<String>,
+    attached: bool,
+    /// "native", "generic", or None when XDP is not attached.
+    mode: Option<String>,
+    leases_in_maps: u64,
+    acked_clients: u64,
+    last_change_applied_unix: Option<f64>,
+    slow_path_alive: bool,
+}
+
+#[derive(Serialize)]
+struct StatusAgent {
+    broker_connected: bool,
+    last_report_unix: Option<f64>,
+    last_report_age_secs: Option<f64>,
+    report_interval: f64,
+    pending_ready_ports: usize,
+    resyncs: u64,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    healthy: bool,
+    problems: Vec<String>,
+    pid: Option<u32>,
+    version: Option<String>,
+    status_file: String,
+    status_age_secs: Option<f64>,
+    last_change_applied_unix: Option<f64>,
+    pending_networks: usize,
+    networks: Vec<StatusNetwork>,
+    agent: Option<StatusAgent>,
+}
+
+/// `xdhcp status`: the daemon's status file and the pinned maps; an error
+/// (exit status 1) when something is wrong.
+pub fn status(bpffs: &Path, json: bool) -> Result<()> {
+    let path = health::status_file(bpffs);
+    let holder = health::lock_holder(&daemon::pid_file(bpffs));
+    let file = health::read_status(&path).ok();
+    let now = health::unix_now_f64();
+    let problems = health::problems(file.as_ref(), holder, now);
+    let fill = maps(bpffs).and_then(|m| m.fill().ok()).unwrap_or_default();
+    // A status file nobody holds the lock of is from a daemon that died: its
+    // networks are not served by it any more.
+    let alive = holder.is_some();
+    let networks = file
+        .iter()
+        .filter(|_| alive)
+        .flat_map(|f| &f.daemon.networks)
+        .map(|(id, n)| StatusNetwork {
+            network_id: id.clone(),
+            namespace: n.namespace.clone(),
+            device: n.device.clone(),
+            attached: n.xdp.is_some(),
+            mode: n.xdp.clone(),
+            leases_in_maps: fill.leases_by_net.get(&n.net).copied().unwrap_or(0),
+            acked_clients: fill.acks_by_net.get(&n.net).copied().unwrap_or(0),
+            last_change_applied_unix: n.last_applied_unix,
+            slow_path_alive: n.slow_path_alive,
+        })
+        .collect();
+    let agent = file
+        .as_ref()
+        .filter(|_| alive)
+        .and_then(|f| f.agent.as_ref())
+        .map(|a| StatusAgent {
+            broker_connected: a.connected,
+            last_report_unix: a.last_report_unix,
+            last_report_age_secs: a.last_report_unix.map(|t| now - t),
+            report_interval: a.report_interval,
+            pending_ready_ports: a.pending_ready,
+            resyncs: a.resyncs,
+        });
+    let report = StatusReport {
+        healthy: problems.is_empty(),
+        problems,
+        pid: holder,
+        version: file.as_ref().map(|f| f.version.clone()),
+        status_file: path.display().to_string(),
+        status_age_secs: file.as_ref().map(|f| now - f.written_unix),
+        last_change_applied_unix: file.as_ref().and_then(|f| f.daemon.last_applied_unix),
+        pending_networks: file.as_ref().map_or(0, |f| f.daemon.pending_networks),
+        networks,
+        agent,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match report.pid {
+            Some(pid) => println!(
+                "daemon: pid {pid}, version {}, status written {:.1} s ago, {} network(s) with changes pending",
+                report.version.as_deref().unwrap_or("?"),
+                report.status_age_secs.unwrap_or(f64::NAN),
+                report.pending_networks
+            ),
+            None => println!("daemon: none holds the lock of {}", bpffs.display()),
+        }
+        if !report.networks.is_empty() {
+            println!(
+                "{:<36} {:<16} {:<8} {:>7} {:>7} {:>12} SLOW PATH",
+                "NETWORK", "DEVICE", "XDP", "LEASES", "ACKED", "APPLIED"
+            );
+        }
+        for n in &report.networks {
+            println!(
+                "{:<36} {:<16} {:<8} {:>7} {:>7} {:>12} {}",
+                n.network_id,
+                n.device.as_deref().unwrap_or("-"),
+                n.mode.as_deref().unwrap_or("none"),
+                n.leases_in_maps,
+                n.acked_clients,
+                n.last_change_applied_unix
+                    .map_or("-".to_string(), |t| format!("{:.0}", t)),
+                if n.slow_path_alive {
+                    "alive"
+                } else {
+                    "stopped"
+                }
+            );
+        }
+        if let Some(a) = &report.agent {
+            println!(
+                "agent: broker {}, last report {}, {} port(s) pending ready, {} resync(s)",
+                if a.broker_connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
+                a.last_report_age_secs
+                    .map_or("never".to_string(), |s| format!("{s:.0} s ago")),
+                a.pending_ready_ports,
+                a.resyncs
+            );
+        }
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+    }
+    if report.healthy {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", report.problems.join("; "))
+    }
 }

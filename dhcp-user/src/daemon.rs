@@ -21,6 +21,7 @@ use crate::{
     config::AgentConfig,
     db::{ChangeLogGap, Db, LeaseRecord},
     ebpf::{self, AttachMode, FastPath},
+    health::{self, Health, NetworkHealth},
     links,
     model::{format_mac, Change, Kind},
     netns, plumb,
@@ -46,6 +47,13 @@ pub struct RunOptions {
     /// With `plumb`: also remove what was plumbed for a network that is no
     /// longer served, or for a DHCP port replaced by another (the agent).
     pub unplumb: bool,
+    /// Serve Prometheus metrics (GET /metrics) here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Per-network metric series for at most this many networks.
+    pub metrics_max_networks: usize,
+    /// What the daemon says about itself (metrics, status file); the agent
+    /// adds its RPC state to it.
+    pub health: Health,
 }
 
 /// Pin name prefix of the xdhcp_pass link on a plumbed veth's host side
@@ -73,6 +81,7 @@ pub fn pid_file(bpffs: &Path) -> PathBuf {
 /// when attaching failed) by the slow path alone.
 struct Attached {
     namespace: String,
+    device: String,
     ifindex: u32,
     mode: Option<AttachMode>,
     /// With `mode` None: when to try attaching XDP again.
@@ -130,6 +139,10 @@ struct Daemon {
     db_identity: Option<(u64, u64)>,
     db_moved_reported: bool,
     served: Option<Served>,
+    /// When each network's changes last reached the maps (unix seconds).
+    applied_at: HashMap<String, f64>,
+    /// The status file's last write error (logged once).
+    status_error: Option<String>,
     _lock: PidLock,
 }
 
@@ -221,8 +234,23 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         db_identity,
         db_moved_reported: false,
         served,
+        applied_at: HashMap::new(),
+        status_error: None,
         _lock: lock,
     };
+    {
+        let mut h = d.opts.health.daemon();
+        h.started_unix = health::unix_now_f64();
+        h.slow = d.db.counters()?.into_iter().collect();
+    }
+    if let Some(addr) = d.opts.metrics {
+        crate::metrics::serve(
+            addr,
+            d.opts.bpffs.clone(),
+            d.opts.health.clone(),
+            d.opts.metrics_max_networks,
+        )?;
+    }
     d.full_sync()?;
     // Reading and planning every port at once leaves freed memory in malloc's
     // arenas (tens of MiB at 100k ports): give it back.
@@ -238,6 +266,8 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         elapsed_ms = started.elapsed().as_millis() as u64,
         "serving"
     );
+    crate::notify::ready(&format!("serving {} device(s)", d.attached.len()));
+    let mut watchdog = crate::notify::Watchdog::from_env();
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -247,7 +277,9 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_scan = Instant::now();
     let mut last_leases = Instant::now();
+    let mut last_status: Option<Instant> = None;
     loop {
+        watchdog.tick();
         tokio::select! {
             _ = tick.tick() => {}
             _ = term.recv() => break,
@@ -268,7 +300,13 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         if last_scan.elapsed() >= Duration::from_millis(500) {
             d.check_db_file();
             d.scan_namespaces().await;
+            d.publish_health();
             last_scan = Instant::now();
+        }
+        if last_status.is_none_or(|t| t.elapsed() >= health::STATUS_EVERY) {
+            d.publish_health();
+            d.write_status();
+            last_status = Some(Instant::now());
         }
         if last_leases.elapsed() >= Duration::from_secs(1) {
             if let Err(e) = d.poll_acks() {
@@ -281,6 +319,7 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     d.drain_events();
     let _ = d.poll_acks();
     d.flush_counters();
+    crate::notify::stopping();
     tracing::info!("stopping; the pinned fast path keeps answering (`xdhcp down` removes it)");
     Ok(())
 }
@@ -372,6 +411,8 @@ impl PidLock {
 impl Drop for PidLock {
     fn drop(&mut self) {
         // Removed while still locked: a daemon starting now locks a new file.
+        // The status file goes first: it describes the lock holder.
+        let _ = std::fs::remove_file(self.path.with_extension("status.json"));
         let _ = std::fs::remove_file(&self.path);
         let _ = &self.file;
     }
@@ -407,6 +448,11 @@ impl Daemon {
         }
         let ports: usize = plans.values().map(|(_, p)| p.leases.len()).sum();
         tracing::info!(networks = plans.len(), ports, "writing the maps");
+        let now = health::unix_now_f64();
+        for id in plans.keys() {
+            self.applied_at.insert(id.clone(), now);
+        }
+        self.opts.health.daemon().last_applied_unix = Some(now);
         for (network_id, error) in self.sync.reconcile(plans)? {
             tracing::error!(network = %network_id, "writing the maps: {error:#}; retrying with backoff");
             self.dirty.insert(
@@ -533,6 +579,8 @@ impl Daemon {
             match self.resync(&network_id) {
                 Ok(()) => {
                     applied += 1;
+                    self.applied_at
+                        .insert(network_id.clone(), health::unix_now_f64());
                     self.publish(&network_id);
                     if let Some(p) = self.dirty.remove(&network_id) {
                         if p.failures > 0 {
@@ -553,6 +601,7 @@ impl Daemon {
             }
         }
         if applied > 0 {
+            self.opts.health.daemon().last_applied_unix = Some(health::unix_now_f64());
             tracing::info!(
                 networks = applied,
                 map_updates = self.sync.updates - before,
@@ -844,6 +893,7 @@ impl Daemon {
             network_id.to_string(),
             Attached {
                 namespace: namespace.to_string(),
+                device: ifname.to_string(),
                 ifindex,
                 mode,
                 retry_at: Instant::now() + Duration::from_secs(5),
@@ -852,6 +902,57 @@ impl Daemon {
         );
         self.publish(network_id);
         Ok(())
+    }
+
+    /// Puts what is served, and how, into the shared health (metrics, status).
+    fn publish_health(&mut self) {
+        let networks: BTreeMap<String, NetworkHealth> = self
+            .sync
+            .networks()
+            .map(|(id, (net, _))| {
+                let a = self.attached.get(id);
+                let n = NetworkHealth {
+                    net: *net,
+                    namespace: plumb::namespace_name(id),
+                    device: a.map(|a| a.device.clone()),
+                    xdp: a.and_then(|a| a.mode).map(|m| match m {
+                        AttachMode::Native => "native".to_string(),
+                        AttachMode::Generic => "generic".to_string(),
+                    }),
+                    slow_path_alive: a.is_some_and(|a| a._slow.alive()),
+                    last_applied_unix: self.applied_at.get(id).copied(),
+                };
+                (id.clone(), n)
+            })
+            .collect();
+        self.applied_at.retain(|id, _| networks.contains_key(id));
+        let mut h = self.opts.health.daemon();
+        h.networks = networks;
+        h.pending_networks = self.dirty.len();
+    }
+
+    /// Writes the status file for `xdhcp status` (logged once while it fails).
+    fn write_status(&mut self) {
+        let status = health::StatusFile {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            written_unix: health::unix_now_f64(),
+            bpffs: self.opts.bpffs.clone(),
+            db: self.opts.db.clone(),
+            daemon: self.opts.health.daemon().clone(),
+            agent: self.opts.health.agent().clone(),
+        };
+        let path = health::status_file(&self.opts.bpffs);
+        match health::write_status(&path, &status) {
+            Ok(()) => self.status_error = None,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if self.status_error.as_ref() != Some(&msg) {
+                    tracing::warn!("status file: {msg}");
+                    self.status_error = Some(msg);
+                }
+            }
+        }
     }
 
     /// Tells the agent (if any) which of a network's ports are served now.
@@ -939,6 +1040,13 @@ impl Daemon {
             let result = match ev {
                 Event::Count(c) => {
                     *self.slow_counts.entry(c.name()).or_default() += 1;
+                    *self
+                        .opts
+                        .health
+                        .daemon()
+                        .slow
+                        .entry(c.name().to_string())
+                        .or_default() += 1;
                     Ok(())
                 }
                 Event::Released { net, mac, ip } => self.record_event(net, mac, ip, "released"),
@@ -1118,6 +1226,8 @@ pub fn boottime_ns() -> u64 {
 /// pinned (nothing else: a bpffs mount root holds the kernel's own entries).
 pub fn down(bpffs_dir: &Path) -> Result<()> {
     stop_daemon(bpffs_dir)?;
+    // Left by a daemon killed with SIGKILL.
+    let _ = std::fs::remove_file(health::status_file(bpffs_dir));
     if !bpffs_dir.exists() {
         println!("nothing pinned under {}", bpffs_dir.display());
         return Ok(());

@@ -224,6 +224,19 @@ pub fn verified_insns(prog: &Xdp) -> Result<u32> {
         .ok_or_else(|| anyhow!("the kernel does not report verified instruction counts"))
 }
 
+/// Entries in the maps (their capacities are `dhcp_ebpf::*_MAX`).
+#[derive(Debug, Default, Clone)]
+pub struct MapFill {
+    pub leases: u64,
+    pub opts: u64,
+    pub nets: u64,
+    pub acks: u64,
+    /// LEASES entries per network number.
+    pub leases_by_net: std::collections::HashMap<u32, u64>,
+    /// ACKS entries (clients the fast path ACKed) per network number.
+    pub acks_by_net: std::collections::HashMap<u32, u64>,
+}
+
 /// Typed handles on the shared maps.
 pub struct Maps {
     pub leases: HashMap<MapData, ClientKey, Lease>,
@@ -259,6 +272,27 @@ impl Maps {
         lookup_all(aya::maps::IterableMap::map(&self.acks)).context("reading ACKS")
     }
 
+    /// How full the maps are, read when asked (a few batch reads per map).
+    pub fn fill(&self) -> Result<MapFill> {
+        use aya::maps::IterableMap;
+        let mut fill = MapFill::default();
+        lookup_each(self.leases.map(), |k: &ClientKey, _: &Lease| {
+            fill.leases += 1;
+            *fill.leases_by_net.entry(k.net).or_default() += 1;
+        })
+        .context("reading LEASES")?;
+        lookup_each(self.acks.map(), |k: &ClientKey, _: &AckRecord| {
+            fill.acks += 1;
+            *fill.acks_by_net.entry(k.net).or_default() += 1;
+        })
+        .context("reading ACKS")?;
+        lookup_each(self.opts.map(), |_: &u32, _: &OptsBlob| fill.opts += 1)
+            .context("reading OPTS")?;
+        lookup_each(self.nets.map(), |_: &u32, _: &NetConfig| fill.nets += 1)
+            .context("reading NETS")?;
+        Ok(fill)
+    }
+
     /// The counters summed over CPUs, by `stat` index.
     pub fn counters(&self) -> Result<[u64; stat::COUNT as usize]> {
         let mut out = [0u64; stat::COUNT as usize];
@@ -273,6 +307,14 @@ impl Maps {
 /// Every (key, value) of hash map `map` by BPF_MAP_LOOKUP_BATCH. Entries that
 /// come and go meanwhile may or may not be seen, as with iteration.
 fn lookup_all<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    lookup_each(map, |k: &K, v: &V| out.push((*k, *v)))?;
+    Ok(out)
+}
+
+/// Calls `f` on every (key, value) of hash map `map`, read as [`lookup_all`]
+/// reads, without holding the whole map in memory.
+fn lookup_each<K: aya::Pod, V: aya::Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> Result<()> {
     use std::os::fd::{AsFd, AsRawFd};
     const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     /// The `batch` member of `union bpf_attr`.
@@ -296,7 +338,6 @@ fn lookup_all<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
     let (mut keys, mut values) = (vec![zero_k; chunk], vec![zero_v; chunk]);
     // Hash maps' batch position is a bucket index (u32); none = from the start.
     let (mut position, mut next): (Option<u32>, u32) = (None, 0);
-    let mut out = Vec::new();
     loop {
         let mut attr = BatchAttr {
             in_batch: position.as_ref().map_or(0, |p| p as *const u32 as u64),
@@ -333,10 +374,12 @@ fn lookup_all<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
             }
         }
         let n = attr.count as usize;
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            f(k, v);
+        }
         // ENOENT: the end of the map.
         if err.is_some() {
-            return Ok(out);
+            return Ok(());
         }
         position = Some(next);
     }

@@ -1,5 +1,6 @@
 //! The `xdhcp` command.
 
+mod check;
 mod cli_view;
 mod demo;
 
@@ -10,13 +11,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use dhcp_ebpf::{ENTRY_PROGRAM, FAST_PROGRAM};
 use xdhcp::{
-    bpffs::TempPinDir,
     daemon::{self, RunOptions},
     db::Db,
-    ebpf,
-    ebpf::FastPath,
     model::Kind,
 };
 
@@ -67,6 +64,12 @@ enum Cmd {
         /// path serves clients (it stops serving them).
         #[arg(long)]
         allow_empty_db: bool,
+        /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9411.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Per-network metric series for at most this many networks (totals always).
+        #[arg(long, value_name = "N", default_value_t = xdhcp::metrics::DEFAULT_MAX_NETWORKS)]
+        metrics_max_networks: usize,
     },
     /// Detach and unpin everything (stops a running daemon first).
     Down,
@@ -85,13 +88,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Is the daemon serving: per network attached (mode), leases in the maps,
+    /// last change applied, slow path alive; the agent's broker and last
+    /// report. Exit status 1 when something is wrong (for liveness probes).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// What the fast path's maps hold, per client.
     Ports {
         #[arg(long)]
         json: bool,
     },
-    /// Load the embedded XDP program, let the kernel verify it, and report.
-    Check,
+    /// Pre-start check: the config files parse, bpffs is mounted, the kernel
+    /// loads the XDP program (not attached), the tools are there, the database
+    /// can be written. One line per check; exit status 1 if any failed.
+    Check {
+        /// `xdhcp run`'s agent options (TOML), checked too.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Two networks, four VMs, real DHCP clients served by the fast path; then everything removed.
     Demo,
 }
@@ -133,6 +149,15 @@ fn dispatch(cli: Cli) -> Result<()> {
         );
         return xdhcp::agent::run(&cli.config_file);
     }
+    if let Cmd::Check { config } = cli.cmd {
+        // Before resolving: config files that do not parse are a failed check, not an error.
+        return check::run(check::Inputs {
+            config_files: cli.config_file,
+            config,
+            db: cli.db,
+            bpffs: cli.bpffs,
+        });
+    }
     let (db, bpffs) = if cli.config_file.is_empty() {
         (
             cli.db
@@ -160,6 +185,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             plumb,
             bridge,
             allow_empty_db,
+            metrics,
+            metrics_max_networks,
         } => daemon::run(RunOptions {
             db: cli.db,
             bpffs: cli.bpffs,
@@ -169,14 +196,17 @@ fn dispatch(cli: Cli) -> Result<()> {
             allow_empty_db,
             ovs: None,
             unplumb: false,
+            metrics,
+            metrics_max_networks,
+            health: Default::default(),
         }),
         Cmd::Down => daemon::down(&cli.bpffs),
         Cmd::Leases { json } => cli_view::leases(&cli.db, &cli.bpffs, json),
         Cmd::Stats { json } => cli_view::stats(&cli.db, &cli.bpffs, json),
         Cmd::Ports { json } => cli_view::ports(&cli.db, &cli.bpffs, json),
-        Cmd::Check => check(),
+        Cmd::Status { json } => cli_view::status(&cli.bpffs, json),
         Cmd::Demo => demo::run(),
-        Cmd::Agent => unreachable!("handled above"),
+        Cmd::Agent | Cmd::Check { .. } => unreachable!("handled above"),
     }
 }
 
@@ -213,19 +243,5 @@ fn delete(db: &Path, kind: DeleteKind, id: &str) -> Result<()> {
     };
     Db::open(db)?.delete(kind, id)?;
     println!("deleted {kind:?} {id}");
-    Ok(())
-}
-
-fn check() -> Result<()> {
-    let pins = TempPinDir::new("xdhcp-check")?;
-    let mut fast = FastPath::load(&pins.path)?;
-    let fast_insns = ebpf::verified_insns(fast.program()?)?;
-    let mut entry = fast.entry(1)?;
-    let entry_insns = ebpf::verified_insns(ebpf::program(&mut entry, ENTRY_PROGRAM)?)?;
-    println!(
-        "verified: {FAST_PROGRAM} {fast_insns} instructions processed, {ENTRY_PROGRAM} (per network) \
-         {entry_insns}; object {} bytes",
-        ebpf::OBJECT.len()
-    );
     Ok(())
 }

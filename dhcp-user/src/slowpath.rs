@@ -89,6 +89,13 @@ pub struct SlowPath {
     thread: Option<JoinHandle<()>>,
 }
 
+impl SlowPath {
+    /// Whether its thread still runs (it ends only when stopped or on a fatal error).
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
 impl Drop for SlowPath {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -217,6 +217,11 @@ impl Cloud {
 
     /// Starts the daemon with agent options (`--config`, TOML text) when given.
     pub fn start_with(&mut self, plumb: bool, config_toml: Option<&str>) {
+        self.start_args(plumb, config_toml, &[]);
+    }
+
+    /// [`Cloud::start_with`] with more `xdhcp run` arguments.
+    pub fn start_args(&mut self, plumb: bool, config_toml: Option<&str>, extra: &[&str]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let config = config_toml.map(|text| {
             let path = PathBuf::from(format!("/tmp/xdhcp-test-{}.toml", self.tag));
@@ -240,6 +245,7 @@ impl Cloud {
         if plumb {
             cmd.args(["--plumb", "--bridge", &self.bridge]);
         }
+        cmd.args(extra);
         cmd.stdout(Stdio::null())
             .stderr(log)
             .env("RUST_LOG", "info");

@@ -4,6 +4,7 @@
 //! it (Debian packages, bpf-linker built against LLVM 22), says so, and is quiet
 //! when everything is present.
 
+mod package;
 mod setup;
 
 use std::{
@@ -37,6 +38,15 @@ enum Cmd {
     /// project's load generator, ns per fast-path reply, daemon start-up, change-to-answer
     /// under load, memory; writes docs/benchmarks.md and docs/benchmarks.png (needs root).
     Bench,
+    /// The Debian package: build (release), then target/debian/xdhcp_<version>_<arch>.deb.
+    Package {
+        /// Package target/release/xdhcp as it is, without building.
+        #[arg(long)]
+        no_build: bool,
+        /// Where the .deb goes [default: target/debian].
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -70,6 +80,19 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench => bench(),
+        Cmd::Package { no_build, out_dir } => {
+            if !no_build {
+                build_ebpf()?;
+                cargo(&["build", "--release", "--quiet", "-p", "dhcp-user"])?;
+            }
+            let ws = workspace();
+            let out_dir = out_dir.unwrap_or_else(|| ws.join("target/debian"));
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            let deb = package::build_deb(&ws, &ws.join("target/release/xdhcp"), &out_dir)?;
+            println!("{}", deb.display());
+            Ok(())
+        }
     }
 }
 

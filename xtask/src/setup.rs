@@ -37,6 +37,7 @@ const RUN_PACKAGES: &[&str] = &[
     "udhcpc",
     "dnsmasq-base",
     "tshark",
+    "prometheus",
 ];
 
 /// Debian packages for the tests against a real Neutron (tests/src/neutron.rs:
