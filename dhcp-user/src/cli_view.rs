@@ -279,7 +279,7 @@ pub fn status(bpffs: &Path, json: bool) -> Result<()> {
         if !report.networks.is_empty() {
             println!(
                 "{:<36} {:<16} {:<8} {:>7} {:>7} {:>12} SLOW PATH",
-                "NETWORK", "DEVICE", "XDP", "LEASES", "ACKED", "APPLIED"
+                "NETWORK", "DEVICE", "XDP", "LEASES", "ACKED", "LAST CHANGE"
             );
         }
         for n in &report.networks {
@@ -291,7 +291,10 @@ pub fn status(bpffs: &Path, json: bool) -> Result<()> {
                 n.leases_in_maps,
                 n.acked_clients,
                 n.last_change_applied_unix
-                    .map_or("-".to_string(), |t| format!("{:.0}", t)),
+                    .map_or("-".to_string(), |t| format!(
+                        "{:.0} s ago",
+                        (xdhcp::health::unix_now_f64() - t).max(0.0)
+                    )),
                 if n.slow_path_alive {
                     "alive"
                 } else {
