@@ -19,6 +19,10 @@ pub mod map_name {
     pub const ACKS: &str = "ACKS";
     /// Per-CPU counters indexed by [`stat`](super::stat).
     pub const STATS: &str = "STATS";
+    /// network id → [`NetStats`](super::NetStats): the [`stat`](super::stat)
+    /// counters of one network (entries made by the daemon with the network's
+    /// NETS entry; the program only counts into them).
+    pub const NET_STATS: &str = "NET_STATS";
     /// Relay addresses (giaddr, network order as u32) answered under `NET_RELAY_LISTED`.
     pub const RELAYS: &str = "RELAYS";
     /// Per-CPU scratch buffer the program builds a reply in.
@@ -28,8 +32,8 @@ pub mod map_name {
     /// Tail-call table: slot 0 holds the fast path.
     pub const JUMP: &str = "JUMP";
     /// Every map, shared through bpffs pins by the fast path and all entries.
-    pub const ALL: [&str; 9] = [
-        LEASES, OPTS, NETS, ACKS, STATS, SCRATCH, PARSED, JUMP, RELAYS,
+    pub const ALL: [&str; 10] = [
+        LEASES, OPTS, NETS, ACKS, STATS, NET_STATS, SCRATCH, PARSED, JUMP, RELAYS,
     ];
 }
 
@@ -206,6 +210,14 @@ pub struct Scratch {
     pub buf: [u8; SCRATCH_LEN],
 }
 
+/// One network's counters, by [`stat`] index: shared by the CPUs (the
+/// program adds atomically), so one entry per network whatever the CPU count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetStats {
+    pub counters: [u64; stat::COUNT as usize],
+}
+
 /// Indices of the per-CPU counters in [`map_name::STATS`].
 pub mod stat {
     /// Frames the program saw.
@@ -253,6 +265,7 @@ mod user {
     unsafe impl aya::Pod for super::OptsBlob {}
     unsafe impl aya::Pod for super::NetConfig {}
     unsafe impl aya::Pod for super::AckRecord {}
+    unsafe impl aya::Pod for super::NetStats {}
 }
 
 #[cfg(test)]
@@ -267,5 +280,6 @@ mod tests {
         assert_eq!(size_of::<OptsBlob>(), 4 + OPTS_MAX);
         assert_eq!(size_of::<NetConfig>(), 8);
         assert_eq!(size_of::<AckRecord>(), 24);
+        assert_eq!(size_of::<NetStats>(), 8 * stat::COUNT as usize);
     }
 }

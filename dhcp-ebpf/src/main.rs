@@ -11,6 +11,8 @@
 //! XDP metadata and tail-calls `xdhcp_fast`, the fast path, loaded once.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
@@ -24,9 +26,9 @@ use aya_ebpf::{
     Global,
 };
 use dhcp_ebpf::{
-    stat, AckRecord, ClientKey, Lease, NetConfig, OptsBlob, Scratch, ACKS_MAX, EXPIRES_NEVER,
-    LEASES_MAX, LEASE_INFINITE, NETS_MAX, NET_META_LEN, NET_RELAY_LISTED, NET_RELAY_OK, OPTS_MAX,
-    OPTS_MAX_ENTRIES, RELAYS_MAX, SCRATCH_LEN,
+    stat, AckRecord, ClientKey, Lease, NetConfig, NetStats, OptsBlob, Scratch, ACKS_MAX,
+    EXPIRES_NEVER, LEASES_MAX, LEASE_INFINITE, NETS_MAX, NET_META_LEN, NET_RELAY_LISTED,
+    NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX, SCRATCH_LEN,
 };
 
 /// The network an `xdhcp` entry instance serves (set by the loader).
@@ -49,6 +51,8 @@ static RELAYS: HashMap<u32, u8, { RELAYS_MAX as usize }> = HashMap::new();
 static ACKS: LruHashMap<ClientKey, AckRecord, { ACKS_MAX as usize }> = LruHashMap::new();
 #[btf_map]
 static STATS: PerCpuArray<u64, { stat::COUNT as usize }> = PerCpuArray::new();
+#[btf_map]
+static NET_STATS: HashMap<u32, NetStats, { NETS_MAX as usize }> = HashMap::new();
 #[btf_map]
 static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 #[btf_map]
@@ -128,18 +132,45 @@ pub fn xdhcp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdhcp_fast(ctx: XdpContext) -> u32 {
     count(stat::RECEIVED);
-    match try_xdhcp(&ctx) {
-        Ok(reply) => {
-            count(match reply {
+    let (outcome, action) = match try_xdhcp(&ctx) {
+        Ok(reply) => (
+            match reply {
                 DHCPOFFER => stat::OFFERS,
                 DHCPACK => stat::ACKS,
                 _ => stat::NAKS,
-            });
-            xdp_action::XDP_TX
-        }
-        Err(reason) => {
-            count(reason);
-            xdp_action::XDP_PASS
+            },
+            xdp_action::XDP_TX,
+        ),
+        Err(reason) => (reason, xdp_action::XDP_PASS),
+    };
+    count(outcome);
+    if let Ok(net) = network(&ctx) {
+        count_network(net, outcome);
+    }
+    action
+}
+
+/// RECEIVED and `outcome` in the network's NET_STATS entry, if it has one.
+#[inline(always)]
+fn count_network(net: u32, outcome: u32) {
+    let Some(entry) = NET_STATS.get_ptr_mut(&net) else {
+        return;
+    };
+    // SAFETY: a map value lives as long as the program runs; other CPUs add
+    // to it too, hence the atomic adds.
+    let counters = unsafe { &(*entry).counters };
+    for index in [stat::RECEIVED, outcome] {
+        if let Some(c) = counters.get(index as usize) {
+            // SAFETY: an aligned u64 inside the map value. (core's AtomicU64
+            // has no fetch_add on this target; the intrinsic is BPF's atomic
+            // add, its result unused.)
+            unsafe {
+                core::intrinsics::atomic_xadd::<
+                    u64,
+                    u64,
+                    { core::intrinsics::AtomicOrdering::Relaxed },
+                >(c as *const u64 as *mut u64, 1)
+            };
         }
     }
 }

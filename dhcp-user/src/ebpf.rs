@@ -11,8 +11,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use dhcp_ebpf::{
-    map_name, stat, AckRecord, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, FAST_PROGRAM,
-    NET_ID_GLOBAL, PASS_PROGRAM,
+    map_name, stat, AckRecord, ClientKey, Lease, NetConfig, NetStats, OptsBlob, ENTRY_PROGRAM,
+    FAST_PROGRAM, NET_ID_GLOBAL, PASS_PROGRAM,
 };
 
 /// The XDP object built by `cargo xtask build-ebpf` (checked fresh by build.rs).
@@ -244,6 +244,7 @@ pub struct Maps {
     pub nets: HashMap<MapData, u32, NetConfig>,
     pub acks: HashMap<MapData, ClientKey, AckRecord>,
     pub stats: PerCpuArray<MapData, u64>,
+    pub net_stats: HashMap<MapData, u32, NetStats>,
     pub relays: HashMap<MapData, u32, u8>,
 }
 
@@ -261,6 +262,7 @@ impl Maps {
             nets: HashMap::try_from(Map::HashMap(open(map_name::NETS)?))?,
             acks: HashMap::try_from(Map::LruHashMap(open(map_name::ACKS)?))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(map_name::STATS)?))?,
+            net_stats: HashMap::try_from(Map::HashMap(open(map_name::NET_STATS)?))?,
             relays: HashMap::try_from(Map::HashMap(open(map_name::RELAYS)?))?,
         })
     }
@@ -291,6 +293,17 @@ impl Maps {
         lookup_each(self.nets.map(), |_: &u32, _: &NetConfig| fill.nets += 1)
             .context("reading NETS")?;
         Ok(fill)
+    }
+
+    /// Each network's counters (by net id), read when asked.
+    pub fn network_counters(&self) -> Result<std::collections::HashMap<u32, NetStats>> {
+        use aya::maps::IterableMap;
+        let mut out = std::collections::HashMap::new();
+        lookup_each(self.net_stats.map(), |k: &u32, v: &NetStats| {
+            out.insert(*k, *v);
+        })
+        .context("reading NET_STATS")?;
+        Ok(out)
     }
 
     /// The counters summed over CPUs, by `stat` index.

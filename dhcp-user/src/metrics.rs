@@ -172,7 +172,11 @@ impl Collector for Scrape {
             &capacity,
         )?;
 
-        self.networks(&mut enc, &daemon, &fill)?;
+        let net_stats = maps
+            .as_ref()
+            .and_then(|m| m.network_counters().ok())
+            .unwrap_or_default();
+        self.networks(&mut enc, &daemon, &fill, &net_stats)?;
 
         gauge(
             &mut enc,
@@ -262,6 +266,7 @@ impl Scrape {
         enc: &mut DescriptorEncoder,
         daemon: &crate::health::DaemonHealth,
         fill: &MapFill,
+        net_stats: &HashMap<u32, dhcp_ebpf::NetStats>,
     ) -> std::fmt::Result {
         let mut by_mode: HashMap<&str, u64> = HashMap::new();
         for n in daemon.networks.values() {
@@ -349,6 +354,46 @@ impl Scrape {
             "Clients of the network with an ACK record (ACKS map)",
             MetricType::Gauge,
             &per_net(&fill.acks_by_net),
+        )?;
+        // The fast path's counters of each shown network (NET_STATS).
+        let fast_of = |index: u32, reason: Option<&str>| -> Vec<(Labels, f64)> {
+            shown
+                .iter()
+                .map(|(id, n)| {
+                    let mut labels = vec![("network", id.to_string())];
+                    if let Some(r) = reason {
+                        labels.push(("reason", r.to_string()));
+                    }
+                    let v = net_stats
+                        .get(&n.net)
+                        .map_or(0, |s| s.counters[index as usize]);
+                    (labels, v as f64)
+                })
+                .collect()
+        };
+        for (i, what) in [
+            (stat::RECEIVED, "received"),
+            (stat::OFFERS, "offers"),
+            (stat::ACKS, "acks"),
+            (stat::NAKS, "naks"),
+        ] {
+            family(
+                enc,
+                &format!("xdhcp_network_fast_{what}"),
+                &format!("Fast path, per network: {}", stat::NAMES[i as usize]),
+                MetricType::Counter,
+                &fast_of(i, None),
+            )?;
+        }
+        let passed: Vec<(Labels, f64)> = (stat::PASS_NOT_DHCP..stat::COUNT)
+            .flat_map(|i| fast_of(i, Some(stat::NAMES[i as usize].trim_start_matches("pass_"))))
+            .collect();
+        family(
+            enc,
+            "xdhcp_network_fast_passed",
+            "Fast path, per network: frames passed up to the stack, by reason",
+            MetricType::Counter,
+            &passed,
         )?;
         let applied: Vec<(Labels, f64)> = shown
             .iter()

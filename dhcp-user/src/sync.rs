@@ -12,8 +12,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use dhcp_ebpf::{
-    ClientKey, Lease, NetConfig, OptsBlob, HOSTNAME_MAX, LEASES_MAX, NETS_MAX, NET_RELAY_LISTED,
-    NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
+    ClientKey, Lease, NetConfig, NetStats, OptsBlob, HOSTNAME_MAX, LEASES_MAX, NETS_MAX,
+    NET_RELAY_LISTED, NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
 };
 use ipnet::Ipv4Net;
 
@@ -464,6 +464,16 @@ impl Sync {
         for net in stale_nets {
             self.maps.nets.remove(&net).ok();
         }
+        let stale_stats: Vec<u32> = self
+            .maps
+            .net_stats
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|n| !wanted_nets.contains(n))
+            .collect();
+        for net in stale_stats {
+            self.maps.net_stats.remove(&net).ok();
+        }
         let mut failed = Vec::new();
         for (network_id, (net, plan)) in plans {
             if let Err(e) = self.apply(&network_id, net, Some(plan)) {
@@ -484,9 +494,28 @@ impl Sync {
                 self.remove_lease(&key);
             }
             self.maps.nets.remove(&net).ok();
+            self.maps.net_stats.remove(&net).ok();
             self.written.remove(network_id);
             return Ok(());
         };
+        // The network's counters: made once (BPF_NOEXIST keeps what counted
+        // so far across config changes and daemon restarts).
+        if self.maps.net_stats.get(&net, 0).is_err() {
+            const BPF_NOEXIST: u64 = 1;
+            match self
+                .maps
+                .net_stats
+                .insert(net, NetStats::default(), BPF_NOEXIST)
+            {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(map_error("NET_STATS", NETS_MAX, e))
+                        .with_context(|| format!("network {network_id}"))
+                }
+            }
+        }
         let cfg = NetConfig {
             server_mac: plan.server_mac,
             flags: self.relay_flags,

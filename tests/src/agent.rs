@@ -32,6 +32,8 @@ pub struct Agent {
     pub use_veth: bool,
     /// `ovs_integration_bridge`: the harness's bridge unless set.
     pub bridge: String,
+    /// `[xdhcp] metrics_address` is 127.0.0.1 on this port.
+    pub metrics_port: u16,
     /// Networks it served: their qdhcp namespaces and OVS ports are removed on drop
     /// (a stopped agent leaves them, as neutron-dhcp-agent does, to serve at once on restart).
     pub networks: Vec<String>,
@@ -57,6 +59,10 @@ impl Agent {
             isolated_metadata: true,
             use_veth: true,
             bridge: n.bridge.clone(),
+            metrics_port: std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap(),
             networks: Vec::new(),
             files: vec![dir.join("neutron.conf"), dir.join("dhcp_agent.ini")],
             dir,
@@ -93,12 +99,14 @@ impl Agent {
             format!(
                 "[DEFAULT]\ninterface_driver = openvswitch\ndhcp_driver = neutron.agent.linux.dhcp.Dnsmasq\n\
                  enable_isolated_metadata = {}\ndnsmasq_config_file = {}\novs_use_veth = {}\n\
-                 ovs_integration_bridge = {}\nresync_interval = 2\n\n[xdhcp]\nbpffs = {}\n",
+                 ovs_integration_bridge = {}\nresync_interval = 2\n\n[xdhcp]\nbpffs = {}\n\
+                 metrics_address = 127.0.0.1:{}\n",
                 if self.isolated_metadata { "True" } else { "False" },
                 dnsmasq.display(),
                 if self.use_veth { "True" } else { "False" },
                 self.bridge,
-                self.bpffs().display()
+                self.bpffs().display(),
+                self.metrics_port
             ),
         )
         .unwrap();
@@ -218,6 +226,39 @@ impl Agent {
                     .is_some_and(|m| m.eq_ignore_ascii_case(mac))
             })
             .and_then(|p| p["ip"].as_str().map(String::from))
+    }
+
+    /// GET /metrics of the agent: the exposition text ("" when unreachable).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return String::new();
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out);
+        out
+    }
+
+    /// A metric's value in one scrape (`name` with its labels, as exposed).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// `xdhcp status --json`: whether it exited 0, and the report.
+    pub fn status(&self) -> (bool, Value) {
+        let out = Command::new(xdhcp_bin())
+            .args(self.args())
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        )
     }
 
     /// The fast path's ACK count (`xdhcp stats --json`).

@@ -116,6 +116,39 @@ fn scheduled_by_neutron_server_answers_from_xdp_and_follows_port_changes() {
         agent.xdhcp(&["stats", "--json"])
     );
 
+    // What an operator's monitoring sees: connected, reporting, healthy, and
+    // the network's own fast-path counters.
+    assert_eq!(
+        agent.metric("xdhcp_agent_connected"),
+        Some(1.0),
+        "{}",
+        agent.metrics()
+    );
+    let last_report = agent
+        .metric("xdhcp_agent_last_report_timestamp_seconds")
+        .unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - last_report < 10.0,
+        "report_state within 10 s: {last_report} vs {now}"
+    );
+    let acks_here = agent
+        .metric(&format!(
+            "xdhcp_network_fast_acks_total{{network=\"{net_id}\"}}"
+        ))
+        .unwrap_or(0.0);
+    assert!(acks_here >= 1.0, "the network's ACKs: {}", agent.metrics());
+    let (healthy, report) = agent.status();
+    assert!(healthy, "xdhcp status: {report:#}");
+    assert_eq!(
+        report["agent"]["broker_connected"],
+        json!(true),
+        "{report:#}"
+    );
+
     // Port update: a new fixed IP and a new extra option at the next DORA.
     n.update_port(
         &port_id,

@@ -275,6 +275,8 @@ fn prometheus_scrapes_the_daemon_and_status_follows_it() {
         before("xdhcp_fast_acks_total"),
         before("xdhcp_fast_received_total"),
     );
+    let net_offers0 = before(&format!("xdhcp_network_fast_offers_total{{{netl}}}"));
+    let net_acks0 = before(&format!("xdhcp_network_fast_acks_total{{{netl}}}"));
     for _ in 0..2 {
         let out = udhcpc(&c.vm_ns(vm_a).name, "5");
         assert!(
@@ -295,6 +297,13 @@ fn prometheus_scrapes_the_daemon_and_status_follows_it() {
     prom.wait_for("xdhcp_fast_offers_total", |v| v >= offers0 + 2.0);
     prom.wait_for("xdhcp_fast_acks_total", |v| v >= acks0 + 2.0);
     prom.wait_for("xdhcp_fast_received_total", |v| v >= received0 + 4.0);
+    // The same DORAs in the network's own counters (NET_STATS).
+    prom.wait_for(&format!("xdhcp_network_fast_offers_total{{{netl}}}"), |v| {
+        v >= net_offers0 + 2.0
+    });
+    prom.wait_for(&format!("xdhcp_network_fast_acks_total{{{netl}}}"), |v| {
+        v >= net_acks0 + 2.0
+    });
     prom.wait_for(&format!("xdhcp_network_acked_clients{{{netl}}}"), |v| {
         v == 1.0
     });
@@ -310,6 +319,10 @@ fn prometheus_scrapes_the_daemon_and_status_follows_it() {
     prom.wait_for("xdhcp_fast_passed_total{reason=\"unknown_client\"}", |v| {
         v >= unknown0 + 1.0
     });
+    prom.wait_for(
+        &format!("xdhcp_network_fast_passed_total{{{netl},reason=\"unknown_client\"}}"),
+        |v| v >= 1.0,
+    );
     prom.wait_for("xdhcp_slow_total{counter=\"unknown_clients\"}", |v| {
         v >= slow0 + 1.0
     });
