@@ -626,6 +626,97 @@ fn deb_builds_installs_into_a_root_and_runs() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(settings.bpffs, Path::new("/sys/fs/bpf/xdhcp"));
 
+    // The agent started from the installed binary, as the unit starts it: on
+    // a neutron.conf and the example section (its bpffs and database moved
+    // to this test's, the broker unreachable). It serves (the daemon holds
+    // its lock, `status` finds it) and says the broker is down.
+    let tag = format!("pkg{}", std::process::id());
+    let bpffs = PathBuf::from(format!("/sys/fs/bpf/xdhcp-test-{tag}"));
+    let state = root.join("var/lib/neutron");
+    std::fs::create_dir_all(&state).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let neutron_conf = root.join("neutron.conf");
+    std::fs::write(
+        &neutron_conf,
+        format!(
+            "[DEFAULT]\nhost = {tag}\nstate_path = {}\ntransport_url = rabbit://guest:guest@127.0.0.1:{closed}/\n\
+             interface_driver = linuxbridge\n[agent]\nreport_interval = 1\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let ini = root.join("dhcp_agent.ini");
+    let example_text =
+        std::fs::read_to_string(root.join("usr/share/doc/xdhcp/examples/dhcp_agent.ini")).unwrap();
+    std::fs::write(
+        &ini,
+        example_text.replace(
+            "bpffs = /sys/fs/bpf/xdhcp",
+            &format!("bpffs = {}", bpffs.display()),
+        ),
+    )
+    .unwrap();
+    let installed = root.join("usr/bin/xdhcp");
+    let files = [
+        "--config-file",
+        neutron_conf.to_str().unwrap(),
+        "--config-file",
+        ini.to_str().unwrap(),
+    ];
+    let mut agent = Command::new(&installed)
+        .args(files)
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let out = Command::new(&installed)
+            .args(files)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if !report["agent"].is_null() {
+            assert!(
+                !out.status.success(),
+                "healthy without a broker: {report:#}"
+            );
+            break report;
+        }
+        assert!(
+            Instant::now() < end && agent.try_wait().unwrap().is_none(),
+            "the installed agent never reported: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(report["pid"], serde_json::json!(agent.id()), "{report:#}");
+    assert_eq!(
+        report["agent"]["broker_connected"],
+        serde_json::json!(false)
+    );
+    assert!(
+        state.join("xdhcp/xdhcp.db").exists(),
+        "its database under state_path"
+    );
+    let down = Command::new(&installed)
+        .args(files)
+        .arg("down")
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "xdhcp down: {}", text(&down));
+    let _ = agent.wait();
+    assert!(!bpffs.exists(), "{} left", bpffs.display());
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_file(&neutron_conf).unwrap();
+    std::fs::remove_file(&ini).unwrap();
+
     // Removed again, it leaves no file behind in the root.
     dpkg(&["--purge", "xdhcp"]);
     assert!(!root.join("usr/bin/xdhcp").exists(), "purged");
