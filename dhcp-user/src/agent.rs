@@ -100,27 +100,12 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
     };
     let rpc_served = served.clone();
     let rpc_settings = settings.clone();
-    std::thread::Builder::new()
-        .name("agent-rpc".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("agent RPC runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let Some(db) = open_when_there(&rpc_settings.db).await else {
-                    return;
-                };
-                Agent::new(rpc_settings, db, rpc_served, health).run().await;
-            });
-        })
-        .context("starting the RPC thread")?;
+    crate::spawn_runtime_thread("agent-rpc", move || async move {
+        let Some(db) = open_when_there(&rpc_settings.db).await else {
+            return;
+        };
+        Agent::new(rpc_settings, db, rpc_served, health).run().await;
+    })?;
     daemon::run_with(opts, cfg, Some(served))
 }
 

@@ -436,45 +436,29 @@ pub fn serve(addr: SocketAddr, bpffs: PathBuf, health: Health, max_networks: usi
         .with_context(|| format!("metrics: listening on {addr}"))?;
     listener.set_nonblocking(true)?;
     tracing::info!(%addr, max_networks, "metrics: serving GET /metrics");
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("metrics runtime: {e}");
-                    return;
-                }
+    crate::spawn_runtime_thread("metrics", move || async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("metrics listener: {e}");
+                return;
+            }
+        };
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             };
-            rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("metrics listener: {e}");
-                        return;
-                    }
-                };
-                loop {
-                    let Ok((conn, _)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    let (bpffs, health) = (bpffs.clone(), health.clone());
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(10),
-                            answer(conn, &bpffs, &health, max_networks),
-                        )
-                        .await;
-                    });
-                }
+            let (bpffs, health) = (bpffs.clone(), health.clone());
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    answer(conn, &bpffs, &health, max_networks),
+                )
+                .await;
             });
-        })
-        .context("starting the metrics thread")?;
-    Ok(())
+        }
+    })
 }
 
 /// One HTTP/1.1 exchange: the request head, then a response, then close.
