@@ -498,3 +498,28 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
 pub fn unique(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
 }
+
+/// A VM's port as Nova creates it: device_owner compute:nova, bound to
+/// `host`, `device` as its device_id, `extra` merged into the body.
+pub struct VmPort {
+    pub port: Value,
+    pub id: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+pub fn vm_port(n: &Neutron, network_id: &str, host: &str, device: &str, extra: Value) -> VmPort {
+    let mut body =
+        json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": device});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let port = n.create_port(network_id, body).unwrap();
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    VmPort {
+        id: text(&port["id"]),
+        ip: text(&port["fixed_ips"][0]["ip_address"]),
+        mac: text(&port["mac_address"]),
+        port,
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use xdhcp_tests::{
-    agent::{unique, wait_until, Agent, Vm},
+    agent::{unique, vm_port, wait_until, Agent, Vm, VmPort},
     neutron::Neutron,
 };
 
@@ -193,17 +193,12 @@ fn admin_down_and_network_removal_stop_serving_and_undoing_them_serves_again() {
     let net_id = agent.create_network(&format!("xnet-{host}"), "10.124.0.0/24", json!({}));
     n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
         .unwrap();
-    let port = n
-        .create_port(
-            &net_id,
-            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": "vm-b"}),
-        )
-        .unwrap();
-    let ip_addr = port["fixed_ips"][0]["ip_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let VmPort {
+        port,
+        ip: ip_addr,
+        mac,
+        ..
+    } = vm_port(n, &net_id, &host, "vm-b", json!({}));
     let vm = Vm::plug(n, &port);
     n.wait_port_status(
         port["id"].as_str().unwrap(),
@@ -308,18 +303,18 @@ fn two_agents_give_the_same_answers_and_either_alone_serves() {
         hosts.contains(&a.host) && hosts.contains(&b.host),
         "{hosts:?}"
     );
-    let port = n
-        .create_port(
-            &net_id,
-            json!({"binding:host_id": a.host, "device_owner": "compute:nova", "device_id": "vm-c",
-            "extra_dhcp_opts": [{"opt_name": "ntp-server", "opt_value": "10.125.0.99"}]}),
-        )
-        .unwrap();
-    let ip_addr = port["fixed_ips"][0]["ip_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let VmPort {
+        port,
+        ip: ip_addr,
+        mac,
+        ..
+    } = vm_port(
+        n,
+        &net_id,
+        &a.host,
+        "vm-c",
+        json!({"extra_dhcp_opts": [{"opt_name": "ntp-server", "opt_value": "10.125.0.99"}]}),
+    );
     let vm = Vm::plug(n, &port);
     n.wait_port_status(
         port["id"].as_str().unwrap(),
@@ -386,15 +381,8 @@ fn a_call_that_fails_on_the_server_is_logged_and_retried_until_it_succeeds() {
         "10.126.0.0/24",
         json!({"allocation_pools": [{"start": "10.126.0.10", "end": "10.126.0.11"}], "enable_dhcp": false}),
     );
-    let vm_port = |device: &str| {
-        n.create_port(
-            &net_id,
-            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": device}),
-        )
-        .unwrap()
-    };
-    let port = vm_port("vm-e");
-    let blocker = vm_port("vm-e-blocker");
+    let port = vm_port(n, &net_id, &host, "vm-e", json!({})).port;
+    let blocker = vm_port(n, &net_id, &host, "vm-e-blocker", json!({})).port;
     let mac = port["mac_address"].as_str().unwrap().to_string();
     let subnet_id = port["fixed_ips"][0]["subnet_id"]
         .as_str()
@@ -457,9 +445,7 @@ fn port_create_to_active_over_twenty_ports() {
     let mut vms = Vec::new();
     for i in 0..20 {
         let t0 = Instant::now();
-        let port = n
-            .create_port(&net_id, json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": format!("vm-g{i}")}))
-            .unwrap();
+        let port = vm_port(n, &net_id, &host, &format!("vm-g{i}"), json!({})).port;
         vms.push(Vm::plug(n, &port));
         n.wait_port_status(
             port["id"].as_str().unwrap(),
@@ -515,17 +501,9 @@ fn ovs_use_veth_false_plugs_an_internal_port_into_the_namespace() {
     let net_id = agent.create_network(&format!("xnet-{host}"), "10.129.0.0/24", json!({}));
     n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
         .unwrap();
-    let port = n
-        .create_port(
-            &net_id,
-            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": "vm-h"}),
-        )
-        .unwrap();
-    let ip_addr = port["fixed_ips"][0]["ip_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let VmPort {
+        ip: ip_addr, mac, ..
+    } = vm_port(n, &net_id, &host, "vm-h", json!({}));
     wait_until(
         "the port is in the fast path",
         Duration::from_secs(30),

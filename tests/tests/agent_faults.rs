@@ -12,24 +12,15 @@ use std::{
 
 use serde_json::{json, Value};
 use xdhcp_tests::{
-    agent::{unique, wait_until, Agent, Vm},
+    agent::{unique, vm_port, wait_until, Agent, Vm},
     neutron::Neutron,
 };
 
 const ANSWERED: Duration = Duration::from_secs(20);
 
 fn new_port(n: &Neutron, net_id: &str, host: &str, device: &str) -> (Value, String) {
-    let port = n
-        .create_port(
-            net_id,
-            json!({"binding:host_id": host, "device_owner": "compute:nova", "device_id": device}),
-        )
-        .unwrap();
-    let ip = port["fixed_ips"][0]["ip_address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (port, ip)
+    let p = vm_port(n, net_id, host, device, json!({}));
+    (p.port, p.ip)
 }
 
 /// Runs dhclient in `vm` over and over while `body` runs; every run must get
