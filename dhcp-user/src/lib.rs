@@ -1,28 +1,30 @@
 //! xdhcp: loads the XDP fast path, feeds its lease maps, answers what it passes up.
+//!
+//! The modules by role, in the order data flows (docs/architecture.md has the map):
+//! Neutron's data and files in, the store, the plan, the map writer and the
+//! loader towards the kernel, the slow path beside it, the daemon that runs
+//! them, the agent that feeds the store from neutron-server.
 
+/// `xdhcp agent`: neutron-server's RPC feeding the store.
 pub mod agent;
-pub mod agent_config;
-pub mod bpffs;
+/// The agent's options: the TOML file and neutron-dhcp-agent's oslo.config files.
 pub mod config;
-pub mod craft;
+/// `xdhcp run`: the loop that follows the store and drives all of the above.
 pub mod daemon;
-pub mod db;
-pub mod ebpf;
-pub mod extra_opts;
-pub mod health;
-pub mod import;
-pub mod links;
-pub mod metrics;
-pub mod model;
+/// The embedded XDP object, its maps, attachments and bpffs pins.
+pub mod loader;
+/// Plans into the maps, only what differs, blobs shared by content.
+pub mod mapsync;
+/// Network namespaces (the one thread rule) and the per-network plumbing.
 pub mod netns;
-pub mod notify;
-pub mod options;
-pub mod plumb;
-pub mod reply;
-pub mod rpc;
+/// Neutron's data model and `xdhcp import`'s reader.
+pub mod neutron;
+/// Neutron's semantics: one network's DHCP config and leases, its option blobs.
+pub mod plan;
+/// The slow path: what the XDP program passes up, answered by the same rules.
 pub mod slowpath;
-pub mod sync;
-
+/// The SQLite store: networks, subnets, ports, network ids, the change log, leases.
+pub mod store;
 /// Runs the future `f` makes on a current-thread tokio runtime of its own, on
 /// a thread named `name` (the agent's RPC, the metrics endpoint: work that
 /// must not wait for the daemon's loop nor hold it up). The runtime is built

@@ -1,8 +1,10 @@
 //! The `xdhcp` command.
 
-mod check;
-mod cli_view;
-mod demo;
+/// The commands that read and check rather than serve: `leases`, `stats`,
+/// `ports`, `status`, `check`.
+mod cli;
+
+use cli::{check, view as cli_view};
 
 use std::{
     path::{Path, PathBuf},
@@ -13,8 +15,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use xdhcp::{
     daemon::{self, RunOptions},
-    db::Db,
-    model::Kind,
+    neutron::model::Kind,
+    store::Db,
 };
 
 #[derive(Parser)]
@@ -68,7 +70,7 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
         /// Per-network metric series for at most this many networks (totals always).
-        #[arg(long, value_name = "N", default_value_t = xdhcp::metrics::DEFAULT_MAX_NETWORKS)]
+        #[arg(long, value_name = "N", default_value_t = xdhcp::daemon::metrics::DEFAULT_MAX_NETWORKS)]
         metrics_max_networks: usize,
     },
     /// Detach and unpin everything (stops a running daemon first).
@@ -108,8 +110,6 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Two networks, four VMs, real DHCP clients served by the fast path; then everything removed.
-    Demo,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -166,7 +166,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/xdhcp")),
         )
     } else {
-        let (settings, _) = xdhcp::agent_config::load(&cli.config_file)?;
+        let (settings, _) = xdhcp::config::oslo::load(&cli.config_file)?;
         (
             cli.db.unwrap_or(settings.db),
             cli.bpffs.unwrap_or(settings.bpffs),
@@ -205,7 +205,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Stats { json } => cli_view::stats(&cli.db, &cli.bpffs, json),
         Cmd::Ports { json } => cli_view::ports(&cli.db, &cli.bpffs, json),
         Cmd::Status { json } => cli_view::status(&cli.bpffs, json),
-        Cmd::Demo => demo::run(),
         Cmd::Agent | Cmd::Check { .. } => unreachable!("handled above"),
     }
 }
@@ -223,7 +222,8 @@ fn import(db: &Path, file: &Path) -> Result<()> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let doc = xdhcp::import::parse(&text).with_context(|| format!("{}", file.display()))?;
+    let doc =
+        xdhcp::neutron::import::parse(&text).with_context(|| format!("{}", file.display()))?;
     let mut db = Db::open(db)?;
     let done = db
         .import(&doc)

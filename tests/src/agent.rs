@@ -319,7 +319,7 @@ impl Drop for Agent {
             .args(self.args())
             .arg("down")
             .output();
-        let ovs = xdhcp::plumb::OvsBridge {
+        let ovs = xdhcp::netns::plumb::OvsBridge {
             bridge: self.bridge.clone(),
             db: self.n.ovsdb_connection.clone(),
             use_veth: self.use_veth,
@@ -341,7 +341,9 @@ impl Drop for Agent {
                     continue;
                 }
                 if let Some(id) = p["id"].as_str() {
-                    if let Err(e) = rt.block_on(xdhcp::plumb::unplug(net, id, Some(&ovs), true)) {
+                    if let Err(e) =
+                        rt.block_on(xdhcp::netns::plumb::unplug(net, id, Some(&ovs), true))
+                    {
                         eprintln!("unplugging {id}: {e:#}");
                     }
                 }
@@ -350,7 +352,7 @@ impl Drop for Agent {
             // agent) was unplugged by the agent itself; deleting the
             // namespace takes whatever veth is left with it.
             let _ = Command::new("ip")
-                .args(["netns", "del", &xdhcp::plumb::namespace_name(net)])
+                .args(["netns", "del", &xdhcp::netns::plumb::namespace_name(net)])
                 .output();
         }
         if !std::thread::panicking() {

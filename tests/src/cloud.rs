@@ -79,7 +79,7 @@ fn hex_id(tag: &str, kind: u8, n: u32) -> String {
 }
 
 fn mac_str(mac: &[u8; 6]) -> String {
-    xdhcp::model::format_mac(mac)
+    xdhcp::neutron::model::format_mac(mac)
 }
 
 impl Cloud {
@@ -399,7 +399,11 @@ impl Drop for Cloud {
             .build()
             .unwrap();
         for net in &self.nets {
-            let _ = rt.block_on(xdhcp::plumb::unplumb(&net.id, &net.dhcp_port_id, false));
+            let _ = rt.block_on(xdhcp::netns::plumb::unplumb(
+                &net.id,
+                &net.dhcp_port_id,
+                false,
+            ));
         }
         for host in &self.host_veths {
             let _ = Command::new("ip").args(["link", "del", host]).output();
@@ -434,7 +438,7 @@ pub fn namespace_on_bridge(prefix: &str, bridge: &str, host: &str) -> Result<Tem
 /// Sends a DISCOVER (or `frame`) from a VM socket and waits for the reply with its xid.
 pub fn exchange(
     sock: &RawSocket,
-    frame: &xdhcp::craft::RequestFrame,
+    frame: &crate::craft::RequestFrame,
     timeout: Duration,
 ) -> Option<Vec<u8>> {
     sock.send(&frame.bytes()).ok()?;

@@ -12,10 +12,10 @@ use dhcp_ebpf::{
     stat, verdict, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, NET_META_LEN,
 };
 use xdhcp::{
-    bpffs::TempPinDir,
-    ebpf::{self, FastPath, Maps},
-    options::ReplyOptions,
-    reply::LeaseView,
+    loader::bpffs::TempPinDir,
+    loader::{self, FastPath, Maps},
+    plan::options::ReplyOptions,
+    slowpath::reply::LeaseView,
 };
 
 /// The DHCP port of the test network.
@@ -57,7 +57,7 @@ impl Client {
                 domain: Some("openstacklocal".into()),
                 mtu: Some(1450),
                 broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
-                routes: vec![xdhcp::options::Route {
+                routes: vec![xdhcp::plan::options::Route {
                     dest: Ipv4Addr::new(169, 254, 169, 254),
                     prefix: 32,
                     via: SERVER_IP,
@@ -71,7 +71,7 @@ impl Client {
     pub fn big(mac: [u8; 6], ip: Ipv4Addr) -> Self {
         let mut c = Self::typical(mac, ip);
         c.options.routes = (0..20)
-            .map(|i| xdhcp::options::Route {
+            .map(|i| xdhcp::plan::options::Route {
                 dest: Ipv4Addr::new(172, 16, i, 0),
                 prefix: 24,
                 via: Ipv4Addr::new(10, 0, 0, 1),
@@ -177,7 +177,7 @@ impl Harness {
             .iter_mut()
             .find(|(n, _)| *n == net)
             .with_context(|| format!("network {net} has no entry program"))?;
-        ebpf::program(ebpf, ENTRY_PROGRAM)
+        loader::program(ebpf, ENTRY_PROGRAM)
     }
 
     /// Runs `frame` through network `net`'s entry (and so the fast path).
@@ -381,6 +381,7 @@ pub fn ifindex(ns: &xdhcp::netns::TempNs, dev: &str) -> Result<u32> {
 
 pub mod agent;
 pub mod cloud;
+pub mod craft;
 pub mod dnsmasq;
 pub mod loadgen;
 pub mod neutron;

@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::craft::RequestFrame;
 use anyhow::{ensure, Context, Result};
-use xdhcp::craft::RequestFrame;
 
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;

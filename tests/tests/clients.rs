@@ -13,7 +13,8 @@ use std::{
 };
 
 use serde_json::Value;
-use xdhcp::{craft::RequestFrame, model::format_mac};
+use xdhcp::neutron::model::format_mac;
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, msg_type, Cloud, Net, VmPort},
     yiaddr, RawSocket,

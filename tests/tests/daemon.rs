@@ -4,7 +4,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use serde_json::Value;
-use xdhcp::{craft::RequestFrame, reply::DHCPREQUEST};
+use xdhcp::slowpath::reply::DHCPREQUEST;
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, msg_type, Cloud},
     yiaddr, RawSocket,
@@ -125,7 +126,7 @@ fn import_run_answer_follow_changes_and_survive_kill() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["mac"] == xdhcp::model::format_mac(&a.mac))
+        .find(|l| l["mac"] == xdhcp::neutron::model::format_mac(&a.mac))
         .cloned();
     let row = row.unwrap_or_else(|| panic!("no lease for a: {leases}"));
     assert_eq!(
@@ -139,8 +140,8 @@ fn import_run_answer_follow_changes_and_survive_kill() {
 
     // kill -9: the pinned fast path keeps answering; a restart adopts the
     // attachment (same program on the device, not a second one).
-    let ns = xdhcp::plumb::namespace_name(&net.id);
-    let tap = xdhcp::plumb::tap_name(&net.dhcp_port_id);
+    let ns = xdhcp::netns::plumb::namespace_name(&net.id);
+    let tap = xdhcp::netns::plumb::tap_name(&net.dhcp_port_id);
     let prog_before = xdp_prog_id(&ns, &tap).expect("an XDP program on the tap");
     c.stop(true);
     assert_eq!(
@@ -203,7 +204,7 @@ fn a_namespace_created_after_start_is_served() {
         .enable_all()
         .build()
         .unwrap();
-    let spec = xdhcp::plumb::PlumbSpec {
+    let spec = xdhcp::netns::plumb::PlumbSpec {
         network_id: net.id.clone(),
         port_id: net.dhcp_port_id.clone(),
         mac: net.dhcp_mac,
@@ -212,15 +213,19 @@ fn a_namespace_created_after_start_is_served() {
         bridge: Some(c.bridge.clone()),
         ovs: None,
     };
-    rt.block_on(xdhcp::plumb::plumb(&spec)).unwrap();
+    rt.block_on(xdhcp::netns::plumb::plumb(&spec)).unwrap();
     c.wait_attached(&net, Duration::from_secs(5)).unwrap();
-    let ns = xdhcp::plumb::namespace_name(&net.id);
-    let tap = xdhcp::plumb::tap_name(&net.dhcp_port_id);
+    let ns = xdhcp::netns::plumb::namespace_name(&net.id);
+    let tap = xdhcp::netns::plumb::tap_name(&net.dhcp_port_id);
     assert!(xdp_prog_id(&ns, &tap).is_some(), "XDP on the tap in {ns}");
 
     // The namespace vanishes: the daemon notices and drops the attachment.
-    rt.block_on(xdhcp::plumb::unplumb(&net.id, &net.dhcp_port_id, false))
-        .unwrap();
+    rt.block_on(xdhcp::netns::plumb::unplumb(
+        &net.id,
+        &net.dhcp_port_id,
+        false,
+    ))
+    .unwrap();
     let pin = c.bpffs.join("links").join(&net.id);
     let end = std::time::Instant::now() + Duration::from_secs(3);
     while pin.exists() && std::time::Instant::now() < end {
@@ -238,7 +243,7 @@ fn a_bad_import_changes_nothing() {
     let mut c = Cloud::new();
     let net = c.net(63);
     c.import_ok(&c.net_json(&net));
-    let before = xdhcp::db::Db::open(&c.db).unwrap().snapshot().unwrap();
+    let before = xdhcp::store::Db::open(&c.db).unwrap().snapshot().unwrap();
     let good = c.vm_port(&net, 20);
     let mut bad = c.vm_port(&net, 21);
     bad.ip = Ipv4Addr::new(192, 0, 2, 1); // outside 10.63.0.0/24
@@ -252,6 +257,6 @@ fn a_bad_import_changes_nothing() {
         err.contains(&bad.id) && err.contains("ip_address"),
         "the error names the port and field: {err}"
     );
-    let after = xdhcp::db::Db::open(&c.db).unwrap().snapshot().unwrap();
+    let after = xdhcp::store::Db::open(&c.db).unwrap().snapshot().unwrap();
     assert_eq!(before, after, "nothing written, not even the good port");
 }

@@ -12,10 +12,8 @@ use dhcproto::{
     v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode},
     Decodable, Decoder,
 };
-use xdhcp::{
-    craft::RequestFrame,
-    reply::{self, checksum, Request},
-};
+use xdhcp::slowpath::reply::{self, checksum, Request};
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     verdict_name, Client, Harness, CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC, STRANGER_MAC,
 };
@@ -714,8 +712,8 @@ fn verifier_instruction_count_stays_under_limit() {
     const FAST_LIMIT: u32 = 450_000;
     const ENTRY_LIMIT: u32 = 100;
     let mut h = harness();
-    let fast = xdhcp::ebpf::verified_insns(h.fast.program().unwrap()).unwrap();
-    let entry = xdhcp::ebpf::verified_insns(h.entry(NET).unwrap()).unwrap();
+    let fast = xdhcp::loader::verified_insns(h.fast.program().unwrap()).unwrap();
+    let entry = xdhcp::loader::verified_insns(h.entry(NET).unwrap()).unwrap();
     println!("verifier: xdhcp_fast {fast} instructions processed, xdhcp (entry) {entry}");
     assert!(
         fast < FAST_LIMIT,

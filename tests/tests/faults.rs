@@ -12,12 +12,12 @@ use std::{
 use dhcp_ebpf::{ClientKey, Lease};
 use serde_json::{json, Value};
 use xdhcp::{
-    craft::RequestFrame,
     daemon::pid_file,
-    ebpf::Maps,
+    loader::Maps,
+    netns::plumb,
     netns::{ip, TempNs},
-    plumb,
 };
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, msg_type, Cloud, Net, VmPort},
     ifindex, yiaddr, RawSocket,
@@ -58,7 +58,7 @@ fn stat(c: &Cloud, name: &str) -> u64 {
 }
 
 fn mac_str(mac: &[u8; 6]) -> String {
-    xdhcp::model::format_mac(mac)
+    xdhcp::neutron::model::format_mac(mac)
 }
 
 /// A network with one VM port, the daemon serving it with --plumb, and the VM.
@@ -597,7 +597,7 @@ fn a_missing_or_empty_database_next_to_pins_is_refused_and_a_deleted_one_reporte
     );
     assert!(!typo.exists(), "no empty database was created");
     let empty = PathBuf::from(format!("/tmp/xdhcp-empty-{}.db", c.tag));
-    drop(xdhcp::db::Db::open(&empty).unwrap());
+    drop(xdhcp::store::Db::open(&empty).unwrap());
     let out = c
         .run_briefly(&empty, &[], Duration::from_secs(10))
         .expect("refused at once");

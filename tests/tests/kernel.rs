@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use dhcp_ebpf::{stat, verdict};
-use xdhcp::{craft::RequestFrame, ebpf, netns::TempNs};
+use xdhcp::{loader, netns::TempNs};
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{verdict_name, Client, Harness, CLIENT_IP, CLIENT_MAC, SERVER_MAC, STRANGER_MAC};
 
 #[test]
@@ -24,9 +25,9 @@ fn verifies_attaches_to_veth_and_answers_discover_via_test_run() {
     {
         let _inside = ns.enter().unwrap();
         let prog = h.entry(1).unwrap();
-        let (_, mode) =
-            ebpf::attach(prog, "tapkt", ebpf::AttachMode::Native).expect("attaching to the veth");
-        assert_eq!(mode, ebpf::AttachMode::Native, "veth takes native XDP");
+        let (_, mode) = loader::attach(prog, "tapkt", loader::AttachMode::Native)
+            .expect("attaching to the veth");
+        assert_eq!(mode, loader::AttachMode::Native, "veth takes native XDP");
     }
     let shown = Command::new("ip")
         .args(["-n", &ns.name, "link", "show", "tapkt"])

@@ -4,7 +4,7 @@
 use std::{sync::atomic::AtomicBool, time::Duration};
 
 use dhcp_ebpf::stat;
-use xdhcp::{ebpf, netns::TempNs};
+use xdhcp::{loader, netns::TempNs};
 use xdhcp_tests::{loadgen::LoadGen, veth_pair, Client, Harness, SERVER_MAC, STRANGER_MAC};
 
 #[test]
@@ -23,13 +23,13 @@ fn counts_every_offer_and_only_offers() {
     veth_pair(&ns, "taplg", "vmlg").unwrap();
     let stop = AtomicBool::new(false);
     let _inside = ns.enter().unwrap();
-    ebpf::attach(h.entry(1).unwrap(), "taplg", ebpf::AttachMode::Native)
+    loader::attach(h.entry(1).unwrap(), "taplg", loader::AttachMode::Native)
         .expect("attaching the entry program");
     // veth hands XDP_TX frames only to a peer that runs XDP.
-    ebpf::attach(
+    loader::attach(
         h.fast.pass_program().unwrap(),
         "vmlg",
-        ebpf::AttachMode::Native,
+        loader::AttachMode::Native,
     )
     .expect("attaching the pass program");
 

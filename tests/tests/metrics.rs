@@ -217,7 +217,7 @@ fn prometheus_scrapes_the_daemon_and_status_follows_it() {
     c.import_ok(&Cloud::ports_json(&[&a]));
     let metrics_port = free_port();
     let addr = format!("127.0.0.1:{metrics_port}");
-    let started = xdhcp::health::unix_now_f64();
+    let started = xdhcp::daemon::health::unix_now_f64();
     c.start_args(true, None, &["--metrics", &addr]);
     c.wait_attached(&net, Duration::from_secs(30)).unwrap();
     let (vm_a, _) = c.vm(&a).unwrap();
@@ -406,7 +406,7 @@ fn prometheus_scrapes_the_daemon_and_status_follows_it() {
     let problems = report["problems"].to_string();
     assert!(problems.contains("no daemon holds the lock"), "{problems}");
     assert!(
-        !xdhcp::health::status_file(&c.bpffs).exists(),
+        !xdhcp::daemon::health::status_file(&c.bpffs).exists(),
         "the stopped daemon removed its status file"
     );
     prom.wait_for(&format!("up{{{job}}}"), |v| v == 0.0);

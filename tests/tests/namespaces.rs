@@ -4,7 +4,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use dhcp_ebpf::stat;
-use xdhcp::{craft::RequestFrame, ebpf, netns::TempNs};
+use xdhcp::{loader, netns::TempNs};
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{ifindex, is_dhcp_reply, veth_pair, yiaddr, Client, Harness, RawSocket};
 
 const MAC_A: [u8; 6] = [0xfa, 0x16, 0x3e, 0x0a, 0x00, 0x05];
@@ -36,12 +37,12 @@ fn devices_with_the_same_ifindex_answer_only_their_own_network() {
     let mut sockets = Vec::new();
     for (ns, net) in [(&ns_a, 1), (&ns_b, 2)] {
         let _inside = ns.enter().unwrap();
-        ebpf::attach(h.entry(net).unwrap(), "tap", ebpf::AttachMode::Native).unwrap();
+        loader::attach(h.entry(net).unwrap(), "tap", loader::AttachMode::Native).unwrap();
         // veth hands XDP_TX frames only to a peer that runs XDP itself.
-        ebpf::attach(
+        loader::attach(
             h.fast.pass_program().unwrap(),
             "vm",
-            ebpf::AttachMode::Native,
+            loader::AttachMode::Native,
         )
         .unwrap();
         sockets.push(RawSocket::bind("vm").unwrap());

@@ -14,7 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xdhcp::{craft::RequestFrame, reply::DHCPINFORM};
+use xdhcp::slowpath::reply::DHCPINFORM;
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, msg_type, xdhcp_bin, Cloud},
     yiaddr,
@@ -287,7 +288,8 @@ fn notify_ready_after_first_sync_watchdog_repeats_under_unit_capabilities() {
     let ports = c.xdhcp(&["ports", "--json"]);
     assert!(
         ports.status.success()
-            && String::from_utf8_lossy(&ports.stdout).contains(&xdhcp::model::format_mac(&vm.mac)),
+            && String::from_utf8_lossy(&ports.stdout)
+                .contains(&xdhcp::neutron::model::format_mac(&vm.mac)),
         "the VM's lease in the maps at READY=1: {}",
         text(&ports)
     );
@@ -622,7 +624,7 @@ fn deb_builds_installs_into_a_root_and_runs() {
     }
     // The example section is read without a single unknown key.
     let example = root.join("usr/share/doc/xdhcp/examples/dhcp_agent.ini");
-    let (settings, warnings) = xdhcp::agent_config::load(&[example]).expect("the example parses");
+    let (settings, warnings) = xdhcp::config::oslo::load(&[example]).expect("the example parses");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(settings.bpffs, Path::new("/sys/fs/bpf/xdhcp"));
 

@@ -24,7 +24,8 @@ use dhcproto::{
     Decodable, Decoder,
 };
 use serde_json::{json, Value};
-use xdhcp::{craft::RequestFrame, netns::TempNs};
+use xdhcp::netns::TempNs;
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, Cloud, VmPort},
     dnsmasq::{cidr, neutron_conf, Agent, ConfDir, DnsmasqGuard, DNSMASQ},
@@ -494,7 +495,7 @@ fn compare(ctx: &Ctx, port: &str, msg: &'static str, x: &[u8], d: &[u8]) -> Resu
         let o = 14 + at;
         Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3])
     };
-    let mac = |f: &[u8]| xdhcp::model::format_mac(&f[..6].try_into().unwrap());
+    let mac = |f: &[u8]| xdhcp::neutron::model::format_mac(&f[..6].try_into().unwrap());
     let cstr = |b: Option<&[u8]>| {
         let b = b.unwrap_or_default();
         let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
@@ -689,7 +690,7 @@ impl Twin {
 
     /// Gives the client interface `port`'s MAC (one client at a time).
     fn client_as(&self, port: &VmPort) -> Result<()> {
-        let mac = xdhcp::model::format_mac(&port.mac);
+        let mac = xdhcp::neutron::model::format_mac(&port.mac);
         self.client.ip(&["link", "set", "eth0", "address", &mac])
     }
 

@@ -6,10 +6,8 @@ use std::{net::Ipv4Addr, time::Duration};
 use aya::maps::{Map, MapData, ProgramArray};
 use dhcproto::Decodable;
 use serde_json::Value;
-use xdhcp::{
-    craft::RequestFrame,
-    reply::{DHCPDECLINE, DHCPINFORM, DHCPRELEASE},
-};
+use xdhcp::slowpath::reply::{DHCPDECLINE, DHCPINFORM, DHCPRELEASE};
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, msg_type, Cloud},
     yiaddr,
@@ -38,7 +36,7 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 fn lease_state(c: &Cloud, mac: [u8; 6]) -> Option<String> {
     let out = c.xdhcp(&["leases", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mac = xdhcp::model::format_mac(&mac);
+    let mac = xdhcp::neutron::model::format_mac(&mac);
     v.as_array()?
         .iter()
         .find(|l| l["mac"] == mac.as_str())

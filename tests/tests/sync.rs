@@ -6,11 +6,8 @@ use std::collections::BTreeMap;
 use dhcp_ebpf::ClientKey;
 use serde_json::json;
 use xdhcp::{
-    bpffs::TempPinDir,
-    config::AgentConfig,
-    ebpf::FastPath,
-    model::Snapshot,
-    sync::{Model, Sync},
+    config::AgentConfig, loader::bpffs::TempPinDir, loader::FastPath, mapsync::Sync,
+    neutron::model::Snapshot, plan::Model,
 };
 
 fn model(ports: usize, extra_for: Option<usize>) -> Model {
@@ -29,7 +26,7 @@ fn model(ports: usize, extra_for: Option<usize>) -> Model {
         }
         doc["ports"].as_array_mut().unwrap().push(p);
     }
-    let d = xdhcp::import::parse(&doc.to_string()).unwrap();
+    let d = xdhcp::neutron::import::parse(&doc.to_string()).unwrap();
     Model::from_snapshot(Snapshot {
         networks: d.networks,
         subnets: d.subnets,
@@ -37,7 +34,7 @@ fn model(ports: usize, extra_for: Option<usize>) -> Model {
     })
 }
 
-fn plans(m: &Model) -> BTreeMap<String, (u32, xdhcp::sync::PlannedNet)> {
+fn plans(m: &Model) -> BTreeMap<String, (u32, xdhcp::plan::PlannedNet)> {
     let cfg = AgentConfig::default();
     BTreeMap::from([("net-a".to_string(), (7, m.plan("net-a", &cfg).unwrap()))])
 }
@@ -253,6 +250,6 @@ fn opening_removes_program_pins_of_earlier_builds() {
         !stale.exists() && !stale_pass.exists(),
         "the earlier build's pins are gone"
     );
-    let hash = xdhcp::ebpf::object_hash();
+    let hash = xdhcp::loader::object_hash();
     assert!(pins.path.join(format!("fast-{hash}")).exists());
 }

@@ -32,7 +32,7 @@ enum Cmd {
     BuildEbpf,
     /// Build the eBPF object and the xdhcp binary (release).
     Build,
-    /// The demo: build, then run `xdhcp demo` (needs root).
+    /// The demo: build, then two networks and four VMs served by the fast path (needs root).
     Demo,
     /// Benchmarks: perfdhcp against xdhcp and dnsmasq, the responder's ceiling with the
     /// project's load generator, ns per fast-path reply, daemon start-up, change-to-answer
@@ -66,15 +66,24 @@ fn main() -> Result<()> {
         Cmd::Demo => {
             setup::ensure(setup::Need::Everything)?;
             build_ebpf()?;
+            // The demo drives the `xdhcp` binary; both are built first, the
+            // demo (a harness, not part of the daemon) from the tests crate.
             cargo(&[
-                "run",
+                "build",
                 "--release",
                 "--quiet",
                 "-p",
                 "dhcp-user",
                 "--bin",
                 "xdhcp",
-                "--",
+            ])?;
+            cargo(&[
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "xdhcp-tests",
+                "--bin",
                 "demo",
             ])
         }

@@ -35,7 +35,8 @@ use aya::{
     TestRun, TestRunAttrs, TestRunOptions,
 };
 use dhcp_ebpf::{stat, verdict};
-use xdhcp::{craft::RequestFrame, ebpf, netns::TempNs};
+use xdhcp::{loader, netns::TempNs};
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{ifindex, veth_pair, Client, Harness, SERVER_IP, SERVER_MAC};
 
 /// Single runs per case (measurement 1).
@@ -205,9 +206,9 @@ struct Live {
 
 /// Attaches `prog` to `dev` in native mode, or fails (and leaves it detached).
 fn attach_native(prog: &mut Xdp, dev: &str) -> Result<XdpLinkId> {
-    let (link, mode) = ebpf::attach(prog, dev, ebpf::AttachMode::Native)
+    let (link, mode) = loader::attach(prog, dev, loader::AttachMode::Native)
         .with_context(|| format!("attaching XDP to {dev}"))?;
-    if mode != ebpf::AttachMode::Native {
+    if mode != loader::AttachMode::Native {
         prog.detach(link)
             .with_context(|| format!("detaching the generic-mode program from {dev}"))?;
         bail!("{dev} took XDP only in generic mode; the live-frames runs need native XDP");

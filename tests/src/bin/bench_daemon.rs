@@ -17,7 +17,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use xdhcp::{craft::RequestFrame, db::Db, model::ImportDoc};
+use xdhcp::{neutron::model::ImportDoc, store::Db};
+use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, namespace_on_bridge, Cloud, Net},
     loadgen::LoadGen,
@@ -61,7 +62,7 @@ fn main() -> Result<()> {
         );
     }
     let total_ports = doc["ports"].as_array().unwrap().len();
-    let parsed: ImportDoc = xdhcp::import::parse(&doc.to_string())?;
+    let parsed: ImportDoc = xdhcp::neutron::import::parse(&doc.to_string())?;
     let t = Instant::now();
     Db::open(&c.db)?.import(&parsed)?;
     let import_s = t.elapsed().as_secs_f64();
@@ -71,15 +72,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let net0 = nets[0].clone();
-    rt.block_on(xdhcp::plumb::plumb(&xdhcp::plumb::PlumbSpec {
-        network_id: net0.id.clone(),
-        port_id: net0.dhcp_port_id.clone(),
-        mac: net0.dhcp_mac,
-        addresses: vec![format!("{}/24", net0.server_ip).parse()?],
-        mtu: None,
-        bridge: Some(c.bridge.clone()),
-        ovs: None,
-    }))?;
+    rt.block_on(xdhcp::netns::plumb::plumb(
+        &xdhcp::netns::plumb::PlumbSpec {
+            network_id: net0.id.clone(),
+            port_id: net0.dhcp_port_id.clone(),
+            mac: net0.dhcp_mac,
+            addresses: vec![format!("{}/24", net0.server_ip).parse()?],
+            mtu: None,
+            bridge: Some(c.bridge.clone()),
+            ovs: None,
+        },
+    ))?;
     let vm = c.vm_port(&net0, 10);
     let (_, sock) = c.vm(&vm)?;
 
@@ -195,7 +198,7 @@ fn commit_and_probe(
     for host in (10 + per_net as u8)..250 {
         let p = c.vm_port(net, host);
         let doc: Value = Cloud::ports_json(&[&p]);
-        let parsed = xdhcp::import::parse(&doc.to_string())?;
+        let parsed = xdhcp::neutron::import::parse(&doc.to_string())?;
         db.import(&parsed).context("committing a port")?;
         let committed = Instant::now();
         loop {

@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use xdhcp::{db::Db, netns::TempNs};
+use xdhcp::{netns::TempNs, store::Db};
 use xdhcp_tests::{
     cloud::{namespace_on_bridge, Cloud, Net},
     dnsmasq::{neutron_conf, Agent, ConfDir, DnsmasqGuard, DNSMASQ},
@@ -175,7 +175,7 @@ fn network(c: &mut Cloud, ports: usize) -> (Net, Value) {
     for i in 0..ports {
         vm_ports.push(json!({
             "id": format!("{}5{:02x}-0000-4000-8000-{i:012x}", c.tag, 0),
-            "network_id": net.id, "mac_address": xdhcp::model::format_mac(&port_mac(i)),
+            "network_id": net.id, "mac_address": xdhcp::neutron::model::format_mac(&port_mac(i)),
             "device_owner": "compute:nova", "admin_state_up": true,
             "fixed_ips": [{"subnet_id": net.subnet_id, "ip_address": port_ip(i).to_string()}]
         }));
@@ -226,7 +226,7 @@ impl Perf {
             "replace",
             SERVER_IP,
             "lladdr",
-            &xdhcp::model::format_mac(&server_mac),
+            &xdhcp::neutron::model::format_mac(&server_mac),
             "dev",
             "eth0",
             "nud",
@@ -234,7 +234,7 @@ impl Perf {
         ])?;
         let mut list = String::with_capacity(ports * 18);
         for i in 0..ports {
-            writeln!(list, "{}", xdhcp::model::format_mac(&port_mac(i)))?;
+            writeln!(list, "{}", xdhcp::neutron::model::format_mac(&port_mac(i)))?;
         }
         fs::write(&perf.macs, list).context("writing perfdhcp's MAC list")?;
         Ok(perf)
@@ -301,7 +301,7 @@ impl Perf {
         loop {
             check_stop()?;
             xid += 1;
-            let mut discover = xdhcp::craft::RequestFrame::discover(port_mac(0));
+            let mut discover = xdhcp_tests::craft::RequestFrame::discover(port_mac(0));
             discover.xid = xid.to_be_bytes();
             discover.giaddr = PERF_IP.parse()?;
             discover.hops = 1;
@@ -466,13 +466,13 @@ const CEILING_PERIOD: Duration = Duration::from_secs(3);
 /// host end of the DHCP port's veth (taken off the bridge: the generator is the
 /// only client), and counts the OFFERs that come back.
 fn ceiling(c: &Cloud, net: &Net, ports: usize) -> Result<Ceiling> {
-    let host_side = xdhcp::plumb::host_side_name(&net.dhcp_port_id);
+    let host_side = xdhcp::netns::plumb::host_side_name(&net.dhcp_port_id);
     xdhcp::netns::ip(&["link", "set", &host_side, "nomaster"])?;
     // The responder's receive work in a kernel thread of its own (threaded
     // NAPI on the DHCP port), kept off the generator's core: otherwise the
     // generator's core also runs every XDP request, and measures both at once.
-    let namespace = xdhcp::plumb::namespace_name(&net.id);
-    let tap = xdhcp::plumb::tap_name(&net.dhcp_port_id);
+    let namespace = xdhcp::netns::plumb::namespace_name(&net.id);
+    let tap = xdhcp::netns::plumb::tap_name(&net.dhcp_port_id);
     let status = Command::new("ip")
         .args(["netns", "exec", &namespace, "sh", "-c"])
         .arg(format!("echo 1 > /sys/class/net/{tap}/threaded"))
@@ -792,7 +792,7 @@ fn outcome(
 fn bench_xdhcp(ports: usize) -> Result<Outcome> {
     let mut c = Cloud::new();
     let (net, doc) = network(&mut c, ports);
-    let parsed = xdhcp::import::parse(&doc.to_string())?;
+    let parsed = xdhcp::neutron::import::parse(&doc.to_string())?;
     Db::open(&c.db)?
         .import(&parsed)
         .context("importing ports")?;
@@ -837,15 +837,17 @@ fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let plumbed = rt.block_on(xdhcp::plumb::plumb(&xdhcp::plumb::PlumbSpec {
-        network_id: net.id.clone(),
-        port_id: net.dhcp_port_id.clone(),
-        mac: net.dhcp_mac,
-        addresses: vec![format!("{SERVER_IP}/{PREFIX}").parse()?],
-        mtu: Some(1450),
-        bridge: Some(c.bridge.clone()),
-        ovs: None,
-    }))?;
+    let plumbed = rt.block_on(xdhcp::netns::plumb::plumb(
+        &xdhcp::netns::plumb::PlumbSpec {
+            network_id: net.id.clone(),
+            port_id: net.dhcp_port_id.clone(),
+            mac: net.dhcp_mac,
+            addresses: vec![format!("{SERVER_IP}/{PREFIX}").parse()?],
+            mtu: Some(1450),
+            bridge: Some(c.bridge.clone()),
+            ovs: None,
+        },
+    ))?;
     let dir = ConfDir(PathBuf::from(format!("/tmp/xdhcp-bench-dnsmasq-{}", c.tag)));
     fs::create_dir_all(&dir.0)?;
     let conf = neutron_conf(&doc, &AGENT, &dir.0, &plumbed.tap)?;

@@ -15,11 +15,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
-use crate::extra_opts;
-use crate::model::{
+use crate::neutron::model::{
     format_mac, parse_mac, AllocationPool, ExtraDhcpOpt, FixedIp, HostRoute, ImportDoc, Network,
     Port, Snapshot, Subnet,
 };
+use crate::plan::extra_opts;
 
 /// The top-level keys an import document may have.
 const TOP_KEYS: [&str; 3] = ["networks", "subnets", "ports"];

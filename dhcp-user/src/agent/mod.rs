@@ -9,6 +9,8 @@
 //! broker nor neutron-server can stall the daemon's loop, and the daemon keeps
 //! serving from the database while either is down.
 
+pub mod rpc;
+
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
@@ -19,14 +21,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::{
-    agent_config::{self, AgentSettings, InterfaceDriver},
+    agent::rpc::{Cast, Declarations, Rpc},
+    config::oslo::{self, AgentSettings, InterfaceDriver},
+    daemon::health::{self, Health},
     daemon::{self, RunOptions, Served},
-    db::Db,
-    extra_opts,
-    health::{self, Health},
-    model::Kind,
-    plumb::OvsBridge,
-    rpc::{self, Cast, Declarations, Rpc},
+    netns::plumb::OvsBridge,
+    neutron::model::Kind,
+    plan::extra_opts,
+    store::Db,
 };
 
 /// The topic DHCP agents listen on.
@@ -52,7 +54,7 @@ const READY_AGAIN: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(files: &[PathBuf]) -> Result<()> {
-    let (settings, warnings) = agent_config::load(files)?;
+    let (settings, warnings) = oslo::load(files)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -127,7 +129,8 @@ async fn open_when_there(path: &Path) -> Option<Db> {
 /// Another agent's DHCP port on the network (device_owner network:dhcp with a
 /// device_id that is not `ours`).
 fn is_foreign_dhcp_port(port: &Value, ours: &str) -> bool {
-    port["device_owner"] == json!(crate::model::DHCP_OWNER) && port["device_id"] != json!(ours)
+    port["device_owner"] == json!(crate::neutron::model::DHCP_OWNER)
+        && port["device_id"] != json!(ours)
 }
 
 /// The DHCP port's device_id as neutron forms it:
@@ -139,7 +142,7 @@ pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
 
 /// A network as neutron-server sends it (with `subnets` and `ports`) as an
 /// import document.
-pub fn network_doc(net: &Value) -> Result<crate::model::ImportDoc> {
+pub fn network_doc(net: &Value) -> Result<crate::neutron::model::ImportDoc> {
     let id = net["id"]
         .as_str()
         .ok_or_else(|| anyhow!("a network without an id"))?;
@@ -152,7 +155,7 @@ pub fn network_doc(net: &Value) -> Result<crate::model::ImportDoc> {
     let subnets: Vec<Value> = net["subnets"].as_array().cloned().unwrap_or_default();
     let ports: Vec<Value> = net["ports"].as_array().cloned().unwrap_or_default();
     let doc = json!({"networks": [network], "subnets": subnets, "ports": ports});
-    crate::import::parse(&doc.to_string())
+    crate::neutron::import::parse(&doc.to_string())
         .with_context(|| format!("network {id} from neutron-server"))
 }
 
@@ -616,7 +619,7 @@ impl Agent {
         if is_foreign_dhcp_port(port, &dhcp_device_id(&self.s.host, network_id)) {
             return Ok(());
         }
-        let doc = crate::import::parse(&json!({"ports": [port]}).to_string())
+        let doc = crate::neutron::import::parse(&json!({"ports": [port]}).to_string())
             .with_context(|| format!("port {} from neutron-server", port["id"]))?;
         self.db.import(&doc)?;
         for p in &doc.ports {
@@ -730,7 +733,8 @@ mod tests {
     #[test]
     fn a_network_from_neutron_server_is_an_import_document() {
         let capture: Value =
-            serde_json::from_str(include_str!("../../tests/data/get_network_info.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/data/get_network_info.json"))
+                .unwrap();
         let doc = network_doc(&capture).unwrap();
         assert_eq!(doc.networks.len(), 1);
         assert_eq!(doc.networks[0].mtu, Some(1500));

@@ -4,6 +4,8 @@
 //! paste the ini's section (quoting string values). Other dhcp_agent.ini
 //! options are accepted and reported back as ignored.
 
+pub mod oslo;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 

@@ -165,7 +165,7 @@ pub struct LeaseView<'a> {
     pub server_ip: Ipv4Addr,
     pub siaddr: Ipv4Addr,
     pub hostname: &'a [u8],
-    /// The encoded options ([`crate::options::ReplyOptions::encode`]).
+    /// The encoded options ([`crate::plan::options::ReplyOptions::encode`]).
     pub blob: &'a [u8],
 }
 

@@ -7,6 +7,8 @@
 //! is for tests and tools that own their thread; its guard cannot cross
 //! threads.
 
+pub mod plumb;
+
 use std::{fs::File, marker::PhantomData, os::fd::AsFd, process::Command};
 
 use anyhow::{bail, Context, Result};

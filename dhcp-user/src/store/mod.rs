@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::import;
-use crate::model::{parse_mac, Change, ImportDoc, Kind, Network, Port, Snapshot, Subnet};
+use crate::neutron::import;
+use crate::neutron::model::{parse_mac, Change, ImportDoc, Kind, Network, Port, Snapshot, Subnet};
 
 /// How many rows of the change log are kept, at least.
 pub const CHANGES_KEPT: u64 = 100_000;
@@ -898,7 +898,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::import::parse;
+    use crate::neutron::import::parse;
 
     /// A database in a fresh directory under /tmp, removed on drop.
     struct TempDb {

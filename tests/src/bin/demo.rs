@@ -1,4 +1,4 @@
-//! `xdhcp demo` (the README's first command): two networks, four VMs, the
+//! The demo behind `cargo xtask demo` (the README's first command): two networks, four VMs, the
 //! daemon on a throwaway SQLite database, real DHCP clients (udhcpc and
 //! dhclient) getting their addresses, a table of what they got, the counters,
 //! and everything removed again.
@@ -13,9 +13,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use xdhcp::{
-    model::format_mac,
+    netns::plumb,
     netns::{ip, TempNs},
-    plumb,
+    neutron::model::format_mac,
 };
 
 struct Vm {
@@ -92,7 +92,27 @@ impl Drop for Demo {
 }
 
 /// Runs the demo.
-pub fn run() -> Result<()> {
+/// The `xdhcp` binary built beside this one (`cargo xtask demo` builds both).
+fn xdhcp_exe() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("finding the demo's own binary")?;
+    let exe = me.with_file_name("xdhcp");
+    if !exe.exists() {
+        bail!("{} is missing: `cargo xtask demo` builds it", exe.display());
+    }
+    Ok(exe)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     for tool in ["udhcpc", "dhclient"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -106,7 +126,7 @@ pub fn run() -> Result<()> {
     let pid = std::process::id();
     let tag = format!("{:05x}", pid & 0xfffff);
     let mut demo = Demo {
-        exe: std::env::current_exe()?,
+        exe: xdhcp_exe()?,
         db: PathBuf::from(format!("/tmp/xdhcp-demo-{tag}.db")),
         bpffs: PathBuf::from(format!("/sys/fs/bpf/xdhcp-demo-{tag}")),
         bridge: format!("xdemo{tag}"),

@@ -208,7 +208,7 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
 /// attached-mac and iface-status=active, as neutron's OVSInterfaceDriver
 /// sets them.
 async fn add_ovs_port(spec: &PlumbSpec, ovs: &OvsBridge, port: &str, internal: bool) -> Result<()> {
-    let mac = crate::model::format_mac(&spec.mac);
+    let mac = crate::neutron::model::format_mac(&spec.mac);
     let mut args = vec![
         "--may-exist".to_string(),
         "add-port".into(),

@@ -10,11 +10,11 @@ use std::{
 use anyhow::{bail, Result};
 use dhcp_ebpf::{ENTRY_PROGRAM, FAST_PROGRAM};
 use xdhcp::{
-    agent_config::{self, AgentSettings, InterfaceDriver},
-    bpffs::{self, TempPinDir},
+    config::oslo::{self, AgentSettings, InterfaceDriver},
     config::AgentConfig,
-    ebpf::{self, FastPath},
-    extra_opts,
+    loader::bpffs::{self, TempPinDir},
+    loader::{self, FastPath},
+    plan::extra_opts,
 };
 
 /// What to check: the global options as given (unresolved), and `run --config`.
@@ -43,7 +43,7 @@ pub fn run(inputs: Inputs) -> Result<()> {
     let mut settings = None;
     let mut paths_known = true;
     if !inputs.config_files.is_empty() {
-        let result = agent_config::load(&inputs.config_files).map_err(|e| format!("{e:#}"));
+        let result = oslo::load(&inputs.config_files).map_err(|e| format!("{e:#}"));
         paths_known = result.is_ok() || (inputs.db.is_some() && inputs.bpffs.is_some());
         report(
             "config files",
@@ -187,13 +187,13 @@ fn kernel_loads() -> Result<String, String> {
     let verified = || -> Result<String> {
         let pins = TempPinDir::new("xdhcp-check")?;
         let mut fast = FastPath::load(&pins.path)?;
-        let fast_insns = ebpf::verified_insns(fast.program()?)?;
+        let fast_insns = loader::verified_insns(fast.program()?)?;
         let mut entry = fast.entry(1)?;
-        let entry_insns = ebpf::verified_insns(ebpf::program(&mut entry, ENTRY_PROGRAM)?)?;
+        let entry_insns = loader::verified_insns(loader::program(&mut entry, ENTRY_PROGRAM)?)?;
         Ok(format!(
             "verified: {FAST_PROGRAM} {fast_insns} instructions processed, {ENTRY_PROGRAM} \
              (per network) {entry_insns}; object {} bytes",
-            ebpf::OBJECT.len()
+            loader::OBJECT.len()
         ))
     };
     verified().map_err(|e| format!("the XDP program does not load: {e:#}"))

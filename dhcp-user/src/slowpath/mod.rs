@@ -6,6 +6,8 @@
 //! an ACK without lease time, DISCOVER/REQUEST the fast path's reply, unknown
 //! clients nothing (and a rate-limited log line).
 
+pub mod reply;
+
 use std::{
     net::{Ipv4Addr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -24,10 +26,10 @@ use dhcp_ebpf::{ClientKey, OPTS_MAX};
 use dhcproto::{v4, Decodable, Decoder};
 
 use crate::{
-    ebpf::Maps,
-    model::format_mac,
+    loader::Maps,
     netns,
-    reply::{self, Decision, LeaseView, Request},
+    neutron::model::format_mac,
+    slowpath::reply::{Decision, LeaseView, Request},
 };
 
 /// Counters of the slow path (the JSON keys of `xdhcp stats`).

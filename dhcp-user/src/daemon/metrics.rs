@@ -25,8 +25,8 @@ use prometheus_client::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    ebpf::{MapFill, Maps},
-    health::{unix_now_f64, Health},
+    daemon::health::{unix_now_f64, Health},
+    loader::{MapFill, Maps},
 };
 
 /// Per-network series by default for this many networks.
@@ -264,7 +264,7 @@ impl Scrape {
     fn networks(
         &self,
         enc: &mut DescriptorEncoder,
-        daemon: &crate::health::DaemonHealth,
+        daemon: &crate::daemon::health::DaemonHealth,
         fill: &MapFill,
         net_stats: &HashMap<u32, dhcp_ebpf::NetStats>,
     ) -> std::fmt::Result {
@@ -300,7 +300,7 @@ impl Scrape {
             MetricType::Gauge,
             &modes,
         )?;
-        let shown: Vec<(&String, &crate::health::NetworkHealth)> =
+        let shown: Vec<(&String, &crate::daemon::health::NetworkHealth)> =
             daemon.networks.iter().take(self.max_networks).collect();
         gauge(
             enc,
@@ -517,7 +517,7 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{AgentHealth, NetworkHealth};
+    use crate::daemon::health::{AgentHealth, NetworkHealth};
 
     /// The value of `series` (name and labels exactly as exposed) in `text`.
     fn value(text: &str, series: &str) -> Option<f64> {

@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use dhcp_ebpf::{stat, EXPIRES_NEVER, LEASE_INFINITE, OPTS_MAX};
 use serde::Serialize;
 use xdhcp::{
+    daemon::health,
     daemon::{self, boottime_ns, unix_now},
-    db::{Db, LeaseRecord},
-    ebpf::Maps,
-    health,
-    model::format_mac,
+    loader::Maps,
+    neutron::model::format_mac,
     slowpath::Counter,
+    store::{Db, LeaseRecord},
 };
 
 /// The pinned maps, if a fast path is pinned at `bpffs`.
@@ -293,7 +293,7 @@ pub fn status(bpffs: &Path, json: bool) -> Result<()> {
                 n.last_change_applied_unix
                     .map_or("-".to_string(), |t| format!(
                         "{:.0} s ago",
-                        (xdhcp::health::unix_now_f64() - t).max(0.0)
+                        (xdhcp::daemon::health::unix_now_f64() - t).max(0.0)
                     )),
                 if n.slow_path_alive {
                     "alive"

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::reply::{checksum, DHCPDISCOVER, DHCPREQUEST, MAGIC_COOKIE};
+use xdhcp::slowpath::reply::{checksum, DHCPDISCOVER, DHCPREQUEST, MAGIC_COOKIE};
 
 /// A DHCP request as a client (or relay) puts it on the wire.
 #[derive(Debug, Clone)]

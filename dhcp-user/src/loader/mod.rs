@@ -1,6 +1,9 @@
 //! The embedded XDP object: one program instance per network, attached to that
 //! network's DHCP device.
 
+pub mod bpffs;
+pub mod links;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};

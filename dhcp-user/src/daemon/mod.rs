@@ -2,6 +2,10 @@
 //! database and keep them in sync, attach to every qdhcp namespace's DHCP
 //! device, serve the slow path, record leases.
 
+pub mod health;
+pub mod metrics;
+pub mod notify;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs::File,
@@ -17,17 +21,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use dhcp_ebpf::{map_name, AckRecord, ClientKey, EXPIRES_NEVER};
 
 use crate::{
-    bpffs,
     config::AgentConfig,
-    db::{ChangeLogGap, Db, LeaseRecord},
-    ebpf::{self, AttachMode, FastPath},
-    health::{self, Health, NetworkHealth},
-    links,
-    model::{format_mac, Change, Kind},
-    netns, plumb,
-    plumb::VethPeer,
+    daemon::health::{Health, NetworkHealth},
+    loader::bpffs,
+    loader::links,
+    loader::{self, AttachMode, FastPath},
+    mapsync::Sync,
+    netns,
+    netns::plumb,
+    netns::plumb::VethPeer,
+    neutron::model::{format_mac, Change, Kind},
+    plan::{Model, PlannedNet},
     slowpath::{self, Event, SlowPath},
-    sync::{Model, PlannedNet, Sync},
+    store::{ChangeLogGap, Db, LeaseRecord},
 };
 
 /// How `xdhcp run` was asked to run.
@@ -244,7 +250,7 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         h.slow = d.db.counters()?.into_iter().collect();
     }
     if let Some(addr) = d.opts.metrics {
-        crate::metrics::serve(
+        crate::daemon::metrics::serve(
             addr,
             d.opts.bpffs.clone(),
             d.opts.health.clone(),
@@ -266,8 +272,8 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         elapsed_ms = started.elapsed().as_millis() as u64,
         "serving"
     );
-    crate::notify::ready(&format!("serving {} device(s)", d.attached.len()));
-    let mut watchdog = crate::notify::Watchdog::from_env();
+    crate::daemon::notify::ready(&format!("serving {} device(s)", d.attached.len()));
+    let mut watchdog = crate::daemon::notify::Watchdog::from_env();
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -319,7 +325,7 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     d.drain_events();
     let _ = d.poll_acks();
     d.flush_counters();
-    crate::notify::stopping();
+    crate::daemon::notify::stopping();
     tracing::info!("stopping; the pinned fast path keeps answering (`xdhcp down` removes it)");
     Ok(())
 }
@@ -327,7 +333,7 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
 /// Refuses to start on a missing or empty database (a typo in --db, a lost
 /// file) while the pinned fast path serves clients: syncing would remove them.
 fn refuse_if_pins_serve(opts: &RunOptions, what: &str) -> Result<()> {
-    let Ok(maps) = ebpf::Maps::open(&opts.bpffs) else {
+    let Ok(maps) = loader::Maps::open(&opts.bpffs) else {
         return Ok(());
     };
     let clients = maps.leases.keys().count();
@@ -988,9 +994,9 @@ impl Daemon {
         pin: &Path,
     ) -> Result<AttachMode> {
         let mut entry = self.fast.entry(net)?;
-        let prog = ebpf::program(&mut entry, dhcp_ebpf::ENTRY_PROGRAM)?;
-        let (id, mode) = netns::run_in(namespace, || ebpf::attach(prog, ifname, want))?;
-        let link = ebpf::take_link(prog, id)?;
+        let prog = loader::program(&mut entry, dhcp_ebpf::ENTRY_PROGRAM)?;
+        let (id, mode) = netns::run_in(namespace, || loader::attach(prog, ifname, want))?;
+        let link = loader::take_link(prog, id)?;
         link.pin(pin)
             .with_context(|| format!("pinning {}", pin.display()))?;
         Ok(mode)
@@ -1004,8 +1010,8 @@ impl Daemon {
             return Ok(());
         }
         let _ = std::fs::remove_file(&pin);
-        let (id, _) = ebpf::attach(self.fast.pass_program()?, peer, AttachMode::Native)?;
-        let link = ebpf::take_link(self.fast.pass_program()?, id)?;
+        let (id, _) = loader::attach(self.fast.pass_program()?, peer, AttachMode::Native)?;
+        let link = loader::take_link(self.fast.pass_program()?, id)?;
         link.pin(&pin)
             .with_context(|| format!("pinning {}", pin.display()))?;
         tracing::info!(network = %network_id, device = %peer, "xdhcp_pass on the veth peer");
@@ -1288,8 +1294,9 @@ fn stop_daemon(bpffs_dir: &Path) -> Result<()> {
 /// links directory) and `dir` itself when that leaves it empty and it is not
 /// a mount point. Returns the names of what it left there.
 fn remove_pins(dir: &Path) -> Result<Vec<String>> {
-    let ours =
-        |name: &str| map_name::ALL.contains(&name) || ebpf::is_program_pin(name) || name == "links";
+    let ours = |name: &str| {
+        map_name::ALL.contains(&name) || loader::is_program_pin(name) || name == "links"
+    };
     let mut left = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry?;

@@ -1,0 +1,376 @@
+//! Writes plans into the fast path's maps, incrementally: only the entries
+//! that differ from what the maps hold, so one changed port is one LEASES
+//! update (plus an OPTS insert when its option blob is new). Option blobs are
+//! shared by content and reference-counted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{Context, Result};
+use dhcp_ebpf::{
+    ClientKey, Lease, NetConfig, NetStats, OptsBlob, LEASES_MAX, NETS_MAX, NET_RELAY_LISTED,
+    NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
+};
+
+use crate::{
+    config::AgentConfig,
+    loader::Maps,
+    plan::{PlannedLease, PlannedNet},
+};
+
+/// Option blobs shared by every lease with the same content.
+#[derive(Debug, Default)]
+struct Blobs {
+    by_content: HashMap<Vec<u8>, (u32, usize)>,
+    by_id: HashMap<u32, Vec<u8>>,
+    next_id: u32,
+}
+
+/// Writes plans into the maps, touching only what differs.
+pub struct Sync {
+    pub maps: Maps,
+    /// network id → (net id, planned network) as last written in full.
+    written: HashMap<String, (u32, PlannedNet)>,
+    /// ClientKey → (lease as in the map, blob content).
+    leases: HashMap<ClientKey, (Lease, Vec<u8>)>,
+    /// net id → the keys of its leases in the map (what a network really
+    /// holds, also after a write that failed half-way).
+    by_net: HashMap<u32, HashSet<ClientKey>>,
+    blobs: Blobs,
+    /// Map updates made (the tests and the change-to-answer bench read it).
+    pub updates: u64,
+    /// `NET_*` relay flags every network gets.
+    relay_flags: u16,
+}
+
+/// "LEASES update: …", and when the kernel says the map is full, its capacity.
+fn map_error(map: &str, capacity: u32, e: aya::maps::MapError) -> anyhow::Error {
+    let full = matches!(&e, aya::maps::MapError::SyscallError(s)
+        if s.io_error.raw_os_error() == Some(libc::E2BIG));
+    if full {
+        anyhow::anyhow!("{map} is full (capacity {capacity} entries): {e}")
+    } else {
+        anyhow::Error::new(e).context(format!("{map} update"))
+    }
+}
+
+impl Sync {
+    /// Adopts what the (pinned, possibly non-empty) maps already hold, so a
+    /// restart rewrites nothing that is still right. Option blobs of equal
+    /// content are merged into one (the leases pointing at a duplicate are
+    /// rewritten first), unused blobs removed; RELAYS is set from `cfg`.
+    pub fn adopt(mut maps: Maps, cfg: &AgentConfig) -> Result<Self> {
+        let mut blobs = Blobs {
+            next_id: 1,
+            ..Default::default()
+        };
+        let mut stored: Vec<(u32, Vec<u8>)> = Vec::new();
+        for entry in maps.opts.iter() {
+            let (id, blob) = entry.context("reading OPTS")?;
+            stored.push((id, blob.bytes[..(blob.len as usize).min(OPTS_MAX)].to_vec()));
+        }
+        // The lowest id of each content is the one kept.
+        stored.sort();
+        for (id, content) in &stored {
+            blobs.next_id = blobs.next_id.max(id + 1);
+            blobs.by_content.entry(content.clone()).or_insert((*id, 0));
+            blobs.by_id.insert(*id, content.clone());
+        }
+        let mut adopted = Vec::new();
+        for entry in maps.leases.iter() {
+            adopted.push(entry.context("reading LEASES")?);
+        }
+        let mut leases = HashMap::new();
+        let mut by_net: HashMap<u32, HashSet<ClientKey>> = HashMap::new();
+        for (key, mut lease) in adopted {
+            let content = blobs.by_id.get(&lease.opts_id).cloned().unwrap_or_default();
+            if let Some((id, refs)) = blobs.by_content.get_mut(&content) {
+                *refs += 1;
+                if lease.opts_id != *id {
+                    // Points at a duplicate about to go: point it at the kept one.
+                    lease.opts_id = *id;
+                    maps.leases
+                        .insert(key, lease, 0)
+                        .map_err(|e| map_error("LEASES", LEASES_MAX, e))?;
+                }
+            }
+            by_net.entry(key.net).or_default().insert(key);
+            leases.insert(key, (lease, content));
+        }
+        let keep: HashSet<u32> = blobs
+            .by_content
+            .values()
+            .filter(|(_, refs)| *refs > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        blobs.by_content.retain(|_, (id, _)| keep.contains(id));
+        for (id, _) in stored {
+            if !keep.contains(&id) {
+                maps.opts.remove(&id).ok();
+                blobs.by_id.remove(&id);
+            }
+        }
+        let mut sync = Self {
+            maps,
+            written: HashMap::new(),
+            leases,
+            by_net,
+            blobs,
+            updates: 0,
+            relay_flags: 0,
+        };
+        sync.set_relays(cfg)?;
+        Ok(sync)
+    }
+
+    /// Sets the relay rule (`enable_relay`, `relay_addresses`) networks get
+    /// from now on, and fills RELAYS.
+    fn set_relays(&mut self, cfg: &AgentConfig) -> Result<()> {
+        anyhow::ensure!(
+            cfg.relay_addresses.len() <= RELAYS_MAX as usize,
+            "relay_addresses lists {} addresses; at most {RELAYS_MAX} are supported",
+            cfg.relay_addresses.len()
+        );
+        let wanted: HashSet<u32> = cfg
+            .relay_addresses
+            .iter()
+            .map(|a| u32::from_ne_bytes(a.octets()))
+            .collect();
+        let stale: Vec<u32> = self
+            .maps
+            .relays
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in stale {
+            self.maps.relays.remove(&k).ok();
+        }
+        for k in &wanted {
+            self.maps
+                .relays
+                .insert(k, 1, 0)
+                .map_err(|e| map_error("RELAYS", RELAYS_MAX, e))?;
+        }
+        self.relay_flags = match (cfg.enable_relay, wanted.is_empty()) {
+            (false, _) => 0,
+            (true, true) => NET_RELAY_OK,
+            (true, false) => NET_RELAY_OK | NET_RELAY_LISTED,
+        };
+        Ok(())
+    }
+
+    /// Makes the maps hold exactly `plans` (network id → (net id, plan)):
+    /// the start-up reconcile. Networks written before but not planned now are
+    /// removed. A network whose writes fail is returned with its error (it
+    /// keeps what it had); the others are written.
+    pub fn reconcile(
+        &mut self,
+        plans: BTreeMap<String, (u32, PlannedNet)>,
+    ) -> Result<Vec<(String, anyhow::Error)>> {
+        let wanted: HashSet<ClientKey> = plans
+            .values()
+            .flat_map(|(net, p)| p.leases.iter().map(move |l| ClientKey::new(*net, l.mac)))
+            .collect();
+        let stale: Vec<ClientKey> = self
+            .leases
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.remove_lease(&key);
+        }
+        let gone: Vec<(String, u32)> = self
+            .written
+            .iter()
+            .filter(|(id, _)| !plans.contains_key(*id))
+            .map(|(id, (net, _))| (id.clone(), *net))
+            .collect();
+        for (id, net) in gone {
+            self.apply(&id, net, None)?;
+        }
+        let wanted_nets: HashSet<u32> = plans.values().map(|(n, _)| *n).collect();
+        let stale_nets: Vec<u32> = self
+            .maps
+            .nets
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|n| !wanted_nets.contains(n))
+            .collect();
+        for net in stale_nets {
+            self.maps.nets.remove(&net).ok();
+        }
+        let stale_stats: Vec<u32> = self
+            .maps
+            .net_stats
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|n| !wanted_nets.contains(n))
+            .collect();
+        for net in stale_stats {
+            self.maps.net_stats.remove(&net).ok();
+        }
+        let mut failed = Vec::new();
+        for (network_id, (net, plan)) in plans {
+            if let Err(e) = self.apply(&network_id, net, Some(plan)) {
+                failed.push((network_id, e));
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Brings one network to `plan` (`None`: no longer served). Idempotent.
+    /// On a failed write the network stays written as it was (still served),
+    /// the maps hold what was written before the failure, and the error says
+    /// which map failed; applying again finishes the job.
+    pub fn apply(&mut self, network_id: &str, net: u32, plan: Option<PlannedNet>) -> Result<()> {
+        let old_keys: HashSet<ClientKey> = self.by_net.get(&net).cloned().unwrap_or_default();
+        let Some(plan) = plan else {
+            for key in old_keys {
+                self.remove_lease(&key);
+            }
+            self.maps.nets.remove(&net).ok();
+            self.maps.net_stats.remove(&net).ok();
+            self.written.remove(network_id);
+            return Ok(());
+        };
+        // The network's counters: made once (BPF_NOEXIST keeps what counted
+        // so far across config changes and daemon restarts).
+        if self.maps.net_stats.get(&net, 0).is_err() {
+            const BPF_NOEXIST: u64 = 1;
+            match self
+                .maps
+                .net_stats
+                .insert(net, NetStats::default(), BPF_NOEXIST)
+            {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(map_error("NET_STATS", NETS_MAX, e))
+                        .with_context(|| format!("network {network_id}"))
+                }
+            }
+        }
+        let cfg = NetConfig {
+            server_mac: plan.server_mac,
+            flags: self.relay_flags,
+        };
+        if self.maps.nets.get(&net, 0).ok() != Some(cfg) {
+            self.maps
+                .nets
+                .insert(net, cfg, 0)
+                .map_err(|e| map_error("NETS", NETS_MAX, e))
+                .with_context(|| format!("network {network_id}"))?;
+            self.updates += 1;
+        }
+        let mut new_keys = HashSet::new();
+        for l in &plan.leases {
+            let key = ClientKey::new(net, l.mac);
+            new_keys.insert(key);
+            self.put_lease(key, l)
+                .with_context(|| format!("port {} on network {network_id}", l.port_id))?;
+        }
+        for key in old_keys.difference(&new_keys) {
+            self.remove_lease(key);
+        }
+        self.written.insert(network_id.to_string(), (net, plan));
+        Ok(())
+    }
+
+    fn put_lease(&mut self, key: ClientKey, l: &PlannedLease) -> Result<()> {
+        if let Some((lease, content)) = self.leases.get(&key) {
+            let blob_id = self.blobs.by_content.get(content).map(|(id, _)| *id);
+            if *content == l.blob && same_lease(lease, l) && blob_id == Some(lease.opts_id) {
+                return Ok(());
+            }
+        }
+        let opts_id = self.acquire_blob(&l.blob)?;
+        let lease = Lease::new(
+            l.ip.octets(),
+            l.server_ip.octets(),
+            l.siaddr.octets(),
+            l.lease_secs,
+            opts_id,
+            &l.hostname,
+        );
+        if let Err(e) = self.maps.leases.insert(key, lease, 0) {
+            self.release_blob(&l.blob);
+            return Err(map_error("LEASES", LEASES_MAX, e));
+        }
+        self.updates += 1;
+        self.by_net.entry(key.net).or_default().insert(key);
+        if let Some((_, old_content)) = self.leases.insert(key, (lease, l.blob.clone())) {
+            self.release_blob(&old_content);
+        }
+        Ok(())
+    }
+
+    fn remove_lease(&mut self, key: &ClientKey) {
+        if let Some((_, content)) = self.leases.remove(key) {
+            self.maps.leases.remove(key).ok();
+            self.updates += 1;
+            self.release_blob(&content);
+            if let Some(keys) = self.by_net.get_mut(&key.net) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_net.remove(&key.net);
+                }
+            }
+        }
+    }
+
+    fn acquire_blob(&mut self, content: &[u8]) -> Result<u32> {
+        if let Some((id, refs)) = self.blobs.by_content.get_mut(content) {
+            *refs += 1;
+            return Ok(*id);
+        }
+        let id = self.blobs.next_id;
+        let blob = OptsBlob::new(content);
+        self.maps
+            .opts
+            .insert(id, blob, 0)
+            .map_err(|e| map_error("OPTS", OPTS_MAX_ENTRIES, e))?;
+        self.blobs.next_id += 1;
+        self.updates += 1;
+        self.blobs.by_content.insert(content.to_vec(), (id, 1));
+        self.blobs.by_id.insert(id, content.to_vec());
+        Ok(id)
+    }
+
+    fn release_blob(&mut self, content: &[u8]) {
+        if let Some((id, refs)) = self.blobs.by_content.get_mut(content) {
+            *refs = refs.saturating_sub(1);
+            if *refs == 0 {
+                let id = *id;
+                self.blobs.by_content.remove(content);
+                self.blobs.by_id.remove(&id);
+                self.maps.opts.remove(&id).ok();
+            }
+        }
+    }
+
+    /// The references each option blob has (id → leases using it): what the
+    /// tests check for leaks.
+    pub fn blob_refs(&self) -> HashMap<u32, usize> {
+        self.blobs.by_content.values().copied().collect()
+    }
+
+    /// The plan last written for a network.
+    pub fn written(&self, network_id: &str) -> Option<&(u32, PlannedNet)> {
+        self.written.get(network_id)
+    }
+
+    /// Networks currently written.
+    pub fn networks(&self) -> impl Iterator<Item = (&String, &(u32, PlannedNet))> {
+        self.written.iter()
+    }
+}
+
+fn same_lease(a: &Lease, l: &PlannedLease) -> bool {
+    a.ip == l.ip.octets()
+        && a.server_ip == l.server_ip.octets()
+        && a.siaddr == l.siaddr.octets()
+        && a.lease_secs == l.lease_secs
+        && a.hostname[..a.hostname_len as usize] == l.hostname[..]
+}
