@@ -172,3 +172,23 @@ impl RequestFrame {
         f
     }
 }
+
+impl RequestFrame {
+    /// The frame with its VLAN tags carrying these TPIDs, outermost first, one
+    /// per tag: `[0x88a8, 0x8100]` on two tags is 802.1ad QinQ (an S-tag over a
+    /// C-tag). [`RequestFrame::bytes`] makes every tag 802.1Q (0x8100).
+    pub fn bytes_with_tpids(&self, tpids: &[u16]) -> Vec<u8> {
+        assert_eq!(
+            tpids.len(),
+            self.vlans.len(),
+            "TPIDs {tpids:04x?} given for VLAN tags {:?}: one per tag",
+            self.vlans
+        );
+        let mut f = self.bytes();
+        for (i, tpid) in tpids.iter().enumerate() {
+            let at = 12 + 4 * i;
+            f[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+        }
+        f
+    }
+}

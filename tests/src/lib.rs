@@ -383,5 +383,6 @@ pub mod agent;
 pub mod cloud;
 pub mod craft;
 pub mod dnsmasq;
+pub mod fixtures;
 pub mod loadgen;
 pub mod neutron;
