@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: nanoseconds per fast-path reply through BPF_PROG_TEST_RUN,
-//! measured two ways, for DISCOVER→OFFER and REQUEST→ACK of a typical and a big
-//! client on network 1.
+//! measured two ways, for the fixture rows named in `fixtures::BENCH_ROWS`
+//! (DISCOVER→OFFER and REQUEST→ACK of a typical and a big client on network
+//! 1), on the maps the fixture table is tested on: the benchmark times exactly
+//! the frames `tests/tests/fastpath.rs` specifies.
 //!
 //! 1. Single runs. A plain XDP test run with `repeat` runs the program again
 //!    on the frame it already rewrote (a reply, which the fast path passes up
@@ -27,7 +29,7 @@
 //!    show one reply per repetition; the frames vm0 received (`ip -s link`)
 //!    are printed next to them.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::{
@@ -36,8 +38,8 @@ use aya::{
 };
 use dhcp_ebpf::{stat, verdict};
 use xdhcp::{loader, netns::TempNs};
-use xdhcp_tests::craft::RequestFrame;
-use xdhcp_tests::{ifindex, veth_pair, Client, Harness, SERVER_IP, SERVER_MAC};
+use xdhcp_tests::fixtures::{self, Expect, BENCH_ROWS, NET};
+use xdhcp_tests::{ifindex, veth_pair, Harness};
 
 /// Single runs per case (measurement 1).
 const SAMPLES: usize = 20_000;
@@ -54,65 +56,69 @@ const LIVE_BATCH: u32 = 64;
 const TAP: &str = "tap0";
 const VM: &str = "vm0";
 
-/// One request the fast path answers.
+/// One request the fast path answers: a row of the fixture table.
 struct Case {
-    /// "DISCOVER→OFFER, typical port" and so on.
-    name: String,
+    /// The row's name.
+    name: &'static str,
     frame: Vec<u8>,
     /// The counter one reply bumps (`stat::OFFERS` or `stat::ACKS`).
     reply_counter: u32,
 }
 
 fn main() -> Result<()> {
-    let mut h = Harness::new()?;
-    h.add_net(1, SERVER_MAC, false)?;
-    let typical = Client::typical([0xfa, 0x16, 0x3e, 0, 0, 5], Ipv4Addr::new(10, 0, 0, 5));
-    let big = Client::big([0xfa, 0x16, 0x3e, 0, 0, 6], Ipv4Addr::new(10, 0, 0, 6));
-    h.add_client(1, &typical)?;
-    h.add_client(1, &big)?;
-
-    let mut cases = Vec::new();
-    for (what, client, with_57) in [
-        ("typical port", &typical, false),
-        ("20 routes + 10 extra options, option 57 = 1500", &big, true),
-    ] {
-        let mut discover = RequestFrame::discover(client.mac);
-        let mut request = RequestFrame::request(client.mac, client.ip, SERVER_IP);
-        if with_57 {
-            discover = discover.with_option(57, &1500u16.to_be_bytes());
-            request = request.with_option(57, &1500u16.to_be_bytes());
-        }
-        for (kind, frame, reply_counter) in [
-            ("DISCOVER→OFFER", discover.bytes(), stat::OFFERS),
-            ("REQUEST→ACK", request.bytes(), stat::ACKS),
-        ] {
-            cases.push(Case {
-                name: format!("{kind}, {what}"),
-                frame,
-                reply_counter,
-            });
-        }
-    }
-
+    let mut h = fixtures::harness()?;
+    let cases = BENCH_ROWS
+        .iter()
+        .map(|name| case(name))
+        .collect::<Result<Vec<_>>>()?;
     single_runs(&mut h, &cases)?;
     println!();
     live_frames(&mut h, &cases)
 }
 
+/// The fixture row `name` as a case: it must be answered, on [`NET`] (the
+/// network whose entry program measurement 2 attaches).
+fn case(name: &str) -> Result<Case> {
+    let row = fixtures::find(name)?;
+    let Expect::Tx(reply) = &row.expect else {
+        bail!("fixture row {name:?} is passed up, not answered: nothing to time");
+    };
+    ensure!(
+        row.net == NET,
+        "fixture row {name:?} is on network {}, the benchmark runs network {NET}",
+        row.net
+    );
+    Ok(Case {
+        name: row.name,
+        frame: row.bytes(),
+        reply_counter: reply.counter(),
+    })
+}
+
+/// Width of the case column: the longest row name.
+fn name_width(cases: &[Case]) -> usize {
+    cases
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(4)
+}
+
 /// Measurement 1: median and mean of `SAMPLES` kernel-timed single runs.
 fn single_runs(h: &mut Harness, cases: &[Case]) -> Result<()> {
+    let w = name_width(cases);
     println!(
         "fast path, ns per reply through BPF_PROG_TEST_RUN ({SAMPLES} runs each, kernel-timed)"
     );
     println!(
-        "{:<58} {:>7} {:>9} {:>9}",
+        "{:<w$} {:>7} {:>9} {:>9}",
         "case", "bytes", "median ns", "mean ns"
     );
     for case in cases {
-        let reply_len = h.run(1, &case.frame)?.frame.len();
+        let reply_len = h.run(NET, &case.frame)?.frame.len();
         let mut ns = Vec::with_capacity(SAMPLES);
         for _ in 0..SAMPLES {
-            let (v, t) = h.run_repeat(1, &case.frame, 1)?;
+            let (v, t) = h.run_repeat(NET, &case.frame, 1)?;
             ensure!(
                 v == verdict::TX,
                 "{} was not answered (verdict {v})",
@@ -123,7 +129,7 @@ fn single_runs(h: &mut Harness, cases: &[Case]) -> Result<()> {
         ns.sort_by(f64::total_cmp);
         let mean = ns.iter().sum::<f64>() / ns.len() as f64;
         println!(
-            "{:<58} {:>7} {:>9.0} {:>9.0}",
+            "{:<w$} {:>7} {:>9.0} {:>9.0}",
             case.name,
             reply_len,
             ns[ns.len() / 2],
@@ -155,11 +161,11 @@ fn live_frames(h: &mut Harness, cases: &[Case]) -> Result<()> {
     // an RCU grace period (tens of ms per run here), unless the program is in
     // the dispatcher already, which attaching it natively does. The entry
     // program on the DHCP-side device is also how the fast path is deployed.
-    let tap_link = attach_native(h.entry(1)?, TAP)?;
+    let tap_link = attach_native(h.entry(NET)?, TAP)?;
     let measured = measure_both(h, &ns, tap_index, cases);
     // Detach while the devices still exist (the namespace takes them along).
     let detached = h
-        .entry(1)?
+        .entry(NET)?
         .detach(tap_link)
         .with_context(|| format!("detaching the entry program from {TAP}"));
     measured.and(detached)
@@ -180,18 +186,19 @@ fn measure_both(h: &mut Harness, ns: &TempNs, tap_index: u32, cases: &[Case]) ->
     let delivered = delivered.and_then(|d| detached.map(|()| d))?;
     let transmit_only = live_frames_on(h, ns, tap_index, cases)?;
     let per_case = u64::from(LIVE_RUNS) * u64::from(LIVE_BATCH);
+    let w = name_width(cases);
     println!(
         "fast path, ns per reply through BPF_PROG_TEST_RUN with repeat \
          (live frames, {LIVE_RUNS} runs x repeat {LIVE_BATCH} = {per_case} repetitions per case, \
          kernel-timed; every repetition answered, by the fast path's counters)"
     );
     println!(
-        "{:<58} {:>9} {:>14} {:>11} {:>14} {:>11}",
+        "{:<w$} {:>9} {:>14} {:>11} {:>14} {:>11}",
         "case", "repeat", "ns, vm0 gets", "vm0 rx", "ns, tx only", "vm0 rx"
     );
     for ((case, d), t) in cases.iter().zip(&delivered).zip(&transmit_only) {
         println!(
-            "{:<58} {:>9} {:>14.0} {:>11} {:>14.0} {:>11}",
+            "{:<w$} {:>9} {:>14.0} {:>11} {:>14.0} {:>11}",
             case.name, LIVE_BATCH, d.ns_per_reply, d.vm_rx, t.ns_per_reply, t.vm_rx
         );
     }
@@ -230,7 +237,7 @@ fn live_frames_on(
         let ctx = xdp_md(tap_index, case.frame.len())?;
         let before = h.counters()?;
         let rx_before = rx_packets(ns, VM)?;
-        let prog = h.entry(1)?;
+        let prog = h.entry(NET)?;
         let mut total_ns: u64 = 0;
         for _ in 0..LIVE_RUNS {
             // data_out and ctx_out stay unset: live mode refuses them.
