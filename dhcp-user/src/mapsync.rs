@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context, Result};
+use aya::maps::MapData;
 use dhcp_ebpf::{
     ClientKey, Lease, NetConfig, NetStats, OptsBlob, LEASES_MAX, NETS_MAX, NET_RELAY_LISTED,
     NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
@@ -20,8 +21,8 @@ use crate::{
 /// Option blobs shared by every lease with the same content.
 #[derive(Debug, Default)]
 struct Blobs {
+    /// content → (OPTS id, leases using it).
     by_content: HashMap<Vec<u8>, (u32, usize)>,
-    by_id: HashMap<u32, Vec<u8>>,
     next_id: u32,
 }
 
@@ -40,6 +41,18 @@ pub struct Sync {
     pub updates: u64,
     /// `NET_*` relay flags every network gets.
     relay_flags: u16,
+}
+
+/// Removes every entry of `map` whose key is not in `wanted`.
+fn sweep<V: aya::Pod>(map: &mut aya::maps::HashMap<MapData, u32, V>, wanted: &HashSet<u32>) {
+    let stale: Vec<u32> = map
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for k in stale {
+        map.remove(&k).ok();
+    }
 }
 
 /// "LEASES update: …", and when the kernel says the map is full, its capacity.
@@ -63,6 +76,8 @@ impl Sync {
             next_id: 1,
             ..Default::default()
         };
+        // id → content of every stored blob, duplicates included.
+        let mut by_id: HashMap<u32, Vec<u8>> = HashMap::new();
         let mut stored: Vec<(u32, Vec<u8>)> = Vec::new();
         for entry in maps.opts.iter() {
             let (id, blob) = entry.context("reading OPTS")?;
@@ -70,10 +85,10 @@ impl Sync {
         }
         // The lowest id of each content is the one kept.
         stored.sort();
-        for (id, content) in &stored {
+        for (id, content) in stored {
             blobs.next_id = blobs.next_id.max(id + 1);
-            blobs.by_content.entry(content.clone()).or_insert((*id, 0));
-            blobs.by_id.insert(*id, content.clone());
+            blobs.by_content.entry(content.clone()).or_insert((id, 0));
+            by_id.insert(id, content);
         }
         let mut adopted = Vec::new();
         for entry in maps.leases.iter() {
@@ -82,7 +97,7 @@ impl Sync {
         let mut leases = HashMap::new();
         let mut by_net: HashMap<u32, HashSet<ClientKey>> = HashMap::new();
         for (key, mut lease) in adopted {
-            let content = blobs.by_id.get(&lease.opts_id).cloned().unwrap_or_default();
+            let content = by_id.get(&lease.opts_id).cloned().unwrap_or_default();
             if let Some((id, refs)) = blobs.by_content.get_mut(&content) {
                 *refs += 1;
                 if lease.opts_id != *id {
@@ -103,12 +118,7 @@ impl Sync {
             .map(|(id, _)| *id)
             .collect();
         blobs.by_content.retain(|_, (id, _)| keep.contains(id));
-        for (id, _) in stored {
-            if !keep.contains(&id) {
-                maps.opts.remove(&id).ok();
-                blobs.by_id.remove(&id);
-            }
-        }
+        sweep(&mut maps.opts, &keep);
         let mut sync = Self {
             maps,
             written: HashMap::new(),
@@ -135,16 +145,7 @@ impl Sync {
             .iter()
             .map(|a| u32::from_ne_bytes(a.octets()))
             .collect();
-        let stale: Vec<u32> = self
-            .maps
-            .relays
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !wanted.contains(k))
-            .collect();
-        for k in stale {
-            self.maps.relays.remove(&k).ok();
-        }
+        sweep(&mut self.maps.relays, &wanted);
         for k in &wanted {
             self.maps
                 .relays
@@ -190,26 +191,8 @@ impl Sync {
             self.apply(&id, net, None)?;
         }
         let wanted_nets: HashSet<u32> = plans.values().map(|(n, _)| *n).collect();
-        let stale_nets: Vec<u32> = self
-            .maps
-            .nets
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|n| !wanted_nets.contains(n))
-            .collect();
-        for net in stale_nets {
-            self.maps.nets.remove(&net).ok();
-        }
-        let stale_stats: Vec<u32> = self
-            .maps
-            .net_stats
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|n| !wanted_nets.contains(n))
-            .collect();
-        for net in stale_stats {
-            self.maps.net_stats.remove(&net).ok();
-        }
+        sweep(&mut self.maps.nets, &wanted_nets);
+        sweep(&mut self.maps.net_stats, &wanted_nets);
         let mut failed = Vec::new();
         for (network_id, (net, plan)) in plans {
             if let Err(e) = self.apply(&network_id, net, Some(plan)) {
@@ -334,7 +317,6 @@ impl Sync {
         self.blobs.next_id += 1;
         self.updates += 1;
         self.blobs.by_content.insert(content.to_vec(), (id, 1));
-        self.blobs.by_id.insert(id, content.to_vec());
         Ok(id)
     }
 
@@ -344,7 +326,6 @@ impl Sync {
             if *refs == 0 {
                 let id = *id;
                 self.blobs.by_content.remove(content);
-                self.blobs.by_id.remove(&id);
                 self.maps.opts.remove(&id).ok();
             }
         }
