@@ -26,11 +26,49 @@ struct Blobs {
     next_id: u32,
 }
 
+/// The plans last written in full, by network id, with an index of their
+/// leases by client, so a client's port is a lookup (the lease recorder asks
+/// for thousands a second).
+#[derive(Debug, Default)]
+struct Written {
+    plans: HashMap<String, (u32, PlannedNet)>,
+    /// ClientKey → where its lease is in its network's plan (the last one of
+    /// a MAC listed twice: the one the map holds).
+    lease_at: HashMap<ClientKey, usize>,
+}
+
+impl Written {
+    fn insert(&mut self, network_id: &str, net: u32, plan: PlannedNet) {
+        self.remove(network_id);
+        for (i, l) in plan.leases.iter().enumerate() {
+            self.lease_at.insert(ClientKey::new(net, l.mac), i);
+        }
+        self.plans.insert(network_id.to_string(), (net, plan));
+    }
+
+    fn remove(&mut self, network_id: &str) {
+        if let Some((net, plan)) = self.plans.remove(network_id) {
+            for l in &plan.leases {
+                self.lease_at.remove(&ClientKey::new(net, l.mac));
+            }
+        }
+    }
+
+    fn port_of(&self, network_id: &str, mac: [u8; 6]) -> Option<&str> {
+        let (net, plan) = self.plans.get(network_id)?;
+        let i = self.lease_at.get(&ClientKey::new(*net, mac))?;
+        plan.leases
+            .get(*i)
+            .filter(|l| l.mac == mac)
+            .map(|l| l.port_id.as_str())
+    }
+}
+
 /// Writes plans into the maps, touching only what differs.
 pub struct Sync {
     pub maps: Maps,
     /// network id → (net id, planned network) as last written in full.
-    written: HashMap<String, (u32, PlannedNet)>,
+    written: Written,
     /// ClientKey → (lease as in the map, blob content).
     leases: HashMap<ClientKey, (Lease, Vec<u8>)>,
     /// net id → the keys of its leases in the map (what a network really
@@ -121,7 +159,7 @@ impl Sync {
         sweep(&mut maps.opts, &keep);
         let mut sync = Self {
             maps,
-            written: HashMap::new(),
+            written: Written::default(),
             leases,
             by_net,
             blobs,
@@ -183,6 +221,7 @@ impl Sync {
         }
         let gone: Vec<(String, u32)> = self
             .written
+            .plans
             .iter()
             .filter(|(id, _)| !plans.contains_key(*id))
             .map(|(id, (net, _))| (id.clone(), *net))
@@ -257,7 +296,7 @@ impl Sync {
         for key in old_keys.difference(&new_keys) {
             self.remove_lease(key);
         }
-        self.written.insert(network_id.to_string(), (net, plan));
+        self.written.insert(network_id, net, plan);
         Ok(())
     }
 
@@ -339,12 +378,18 @@ impl Sync {
 
     /// The plan last written for a network.
     pub fn written(&self, network_id: &str) -> Option<&(u32, PlannedNet)> {
-        self.written.get(network_id)
+        self.written.plans.get(network_id)
     }
 
     /// Networks currently written.
     pub fn networks(&self) -> impl Iterator<Item = (&String, &(u32, PlannedNet))> {
-        self.written.iter()
+        self.written.plans.iter()
+    }
+
+    /// The port of the client with `mac` in `network_id`'s plan as last
+    /// written in full.
+    pub fn port_of(&self, network_id: &str, mac: [u8; 6]) -> Option<&str> {
+        self.written.port_of(network_id, mac)
     }
 }
 
@@ -354,4 +399,81 @@ fn same_lease(a: &Lease, l: &PlannedLease) -> bool {
         && a.siaddr == l.siaddr.octets()
         && a.lease_secs == l.lease_secs
         && a.hostname[..a.hostname_len as usize] == l.hostname[..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(network_id: &str, ports: &[(&str, u8)]) -> PlannedNet {
+        PlannedNet {
+            network_id: network_id.into(),
+            dhcp_port_id: format!("dhcp-{network_id}"),
+            server_mac: [0xfa, 0x16, 0x3e, 0, 0, 1],
+            server_addrs: Vec::new(),
+            mtu: None,
+            leases: ports
+                .iter()
+                .map(|(port, last)| PlannedLease {
+                    port_id: port.to_string(),
+                    mac: mac(*last),
+                    ip: [10, 0, 0, *last].into(),
+                    server_ip: [10, 0, 0, 1].into(),
+                    siaddr: [10, 0, 0, 1].into(),
+                    lease_secs: 86400,
+                    hostname: Vec::new(),
+                    blob: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn mac(last: u8) -> [u8; 6] {
+        [0xfa, 0x16, 0x3e, 0, 1, last]
+    }
+
+    #[test]
+    fn the_port_index_follows_the_written_plans() {
+        let mut w = Written::default();
+        w.insert("net-a", 1, plan("net-a", &[("p1", 1), ("p2", 2)]));
+        w.insert("net-b", 2, plan("net-b", &[("q1", 1)]));
+        // (description, network, MAC's last byte, port expected)
+        let check = |w: &Written, cases: &[(&str, &str, u8, Option<&str>)]| {
+            for (what, network, last, want) in cases {
+                assert_eq!(w.port_of(network, mac(*last)), *want, "{what}");
+            }
+        };
+        check(
+            &w,
+            &[
+                ("a client of net-a", "net-a", 2, Some("p2")),
+                ("the same MAC on another network", "net-b", 1, Some("q1")),
+                ("a MAC the network does not plan", "net-b", 2, None),
+                ("a network never written", "net-c", 1, None),
+            ],
+        );
+        // net-a rewritten: p1 gone, p2 moved to the front, p3 new.
+        w.insert("net-a", 1, plan("net-a", &[("p2", 2), ("p3", 3)]));
+        check(
+            &w,
+            &[
+                ("a port dropped from the plan", "net-a", 1, None),
+                ("a port that moved in the plan", "net-a", 2, Some("p2")),
+                ("a port new in the plan", "net-a", 3, Some("p3")),
+                ("the other network untouched", "net-b", 1, Some("q1")),
+            ],
+        );
+        w.remove("net-a");
+        check(
+            &w,
+            &[
+                ("a network no longer written", "net-a", 2, None),
+                ("the other network untouched", "net-b", 1, Some("q1")),
+            ],
+        );
+        assert_eq!(w.lease_at.len(), 1, "only net-b's client is indexed");
+        // A MAC listed twice: the last one is what the map holds.
+        w.insert("net-d", 4, plan("net-d", &[("first", 9), ("second", 9)]));
+        check(&w, &[("a MAC listed twice", "net-d", 9, Some("second"))]);
+    }
 }
