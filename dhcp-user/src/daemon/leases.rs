@@ -71,7 +71,7 @@ pub fn lease_row(
 }
 
 /// Seconds since the epoch.
-pub fn unix_now() -> u64 {
+fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -79,7 +79,7 @@ pub fn unix_now() -> u64 {
 }
 
 /// CLOCK_BOOTTIME in ns (what the fast path stamps ACKs with).
-pub fn boottime_ns() -> u64 {
+fn boottime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -27,7 +27,6 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub use attach::find_device;
-pub use leases::{boottime_ns, unix_now};
 pub use pidlock::{down, pid_file, PidLock};
 
 use crate::{
