@@ -86,7 +86,7 @@ pub(super) enum Polled {
 /// The store follower: the model as of change `seq`, and the networks whose
 /// changes still have to reach the maps.
 pub(super) struct Follower {
-    pub(super) model: Model,
+    model: Model,
     seq: u64,
     data_version: i64,
     /// Networks whose changes still have to reach the maps (retried with backoff).
