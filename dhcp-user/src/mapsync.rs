@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context, Result};
+use aya::maps::MapData;
 use dhcp_ebpf::{
     ClientKey, Lease, NetConfig, NetStats, OptsBlob, LEASES_MAX, NETS_MAX, NET_RELAY_LISTED,
     NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
@@ -20,16 +21,54 @@ use crate::{
 /// Option blobs shared by every lease with the same content.
 #[derive(Debug, Default)]
 struct Blobs {
+    /// content → (OPTS id, leases using it).
     by_content: HashMap<Vec<u8>, (u32, usize)>,
-    by_id: HashMap<u32, Vec<u8>>,
     next_id: u32,
+}
+
+/// The plans last written in full, by network id, with an index of their
+/// leases by client, so a client's port is a lookup (the lease recorder asks
+/// for thousands a second).
+#[derive(Debug, Default)]
+struct Written {
+    plans: HashMap<String, (u32, PlannedNet)>,
+    /// ClientKey → where its lease is in its network's plan (the last one of
+    /// a MAC listed twice: the one the map holds).
+    lease_at: HashMap<ClientKey, usize>,
+}
+
+impl Written {
+    fn insert(&mut self, network_id: &str, net: u32, plan: PlannedNet) {
+        self.remove(network_id);
+        for (i, l) in plan.leases.iter().enumerate() {
+            self.lease_at.insert(ClientKey::new(net, l.mac), i);
+        }
+        self.plans.insert(network_id.to_string(), (net, plan));
+    }
+
+    fn remove(&mut self, network_id: &str) {
+        if let Some((net, plan)) = self.plans.remove(network_id) {
+            for l in &plan.leases {
+                self.lease_at.remove(&ClientKey::new(net, l.mac));
+            }
+        }
+    }
+
+    fn port_of(&self, network_id: &str, mac: [u8; 6]) -> Option<&str> {
+        let (net, plan) = self.plans.get(network_id)?;
+        let i = self.lease_at.get(&ClientKey::new(*net, mac))?;
+        plan.leases
+            .get(*i)
+            .filter(|l| l.mac == mac)
+            .map(|l| l.port_id.as_str())
+    }
 }
 
 /// Writes plans into the maps, touching only what differs.
 pub struct Sync {
     pub maps: Maps,
     /// network id → (net id, planned network) as last written in full.
-    written: HashMap<String, (u32, PlannedNet)>,
+    written: Written,
     /// ClientKey → (lease as in the map, blob content).
     leases: HashMap<ClientKey, (Lease, Vec<u8>)>,
     /// net id → the keys of its leases in the map (what a network really
@@ -40,6 +79,18 @@ pub struct Sync {
     pub updates: u64,
     /// `NET_*` relay flags every network gets.
     relay_flags: u16,
+}
+
+/// Removes every entry of `map` whose key is not in `wanted`.
+fn sweep<V: aya::Pod>(map: &mut aya::maps::HashMap<MapData, u32, V>, wanted: &HashSet<u32>) {
+    let stale: Vec<u32> = map
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for k in stale {
+        map.remove(&k).ok();
+    }
 }
 
 /// "LEASES update: …", and when the kernel says the map is full, its capacity.
@@ -63,6 +114,8 @@ impl Sync {
             next_id: 1,
             ..Default::default()
         };
+        // id → content of every stored blob, duplicates included.
+        let mut by_id: HashMap<u32, Vec<u8>> = HashMap::new();
         let mut stored: Vec<(u32, Vec<u8>)> = Vec::new();
         for entry in maps.opts.iter() {
             let (id, blob) = entry.context("reading OPTS")?;
@@ -70,10 +123,10 @@ impl Sync {
         }
         // The lowest id of each content is the one kept.
         stored.sort();
-        for (id, content) in &stored {
+        for (id, content) in stored {
             blobs.next_id = blobs.next_id.max(id + 1);
-            blobs.by_content.entry(content.clone()).or_insert((*id, 0));
-            blobs.by_id.insert(*id, content.clone());
+            blobs.by_content.entry(content.clone()).or_insert((id, 0));
+            by_id.insert(id, content);
         }
         let mut adopted = Vec::new();
         for entry in maps.leases.iter() {
@@ -82,7 +135,7 @@ impl Sync {
         let mut leases = HashMap::new();
         let mut by_net: HashMap<u32, HashSet<ClientKey>> = HashMap::new();
         for (key, mut lease) in adopted {
-            let content = blobs.by_id.get(&lease.opts_id).cloned().unwrap_or_default();
+            let content = by_id.get(&lease.opts_id).cloned().unwrap_or_default();
             if let Some((id, refs)) = blobs.by_content.get_mut(&content) {
                 *refs += 1;
                 if lease.opts_id != *id {
@@ -103,15 +156,10 @@ impl Sync {
             .map(|(id, _)| *id)
             .collect();
         blobs.by_content.retain(|_, (id, _)| keep.contains(id));
-        for (id, _) in stored {
-            if !keep.contains(&id) {
-                maps.opts.remove(&id).ok();
-                blobs.by_id.remove(&id);
-            }
-        }
+        sweep(&mut maps.opts, &keep);
         let mut sync = Self {
             maps,
-            written: HashMap::new(),
+            written: Written::default(),
             leases,
             by_net,
             blobs,
@@ -135,16 +183,7 @@ impl Sync {
             .iter()
             .map(|a| u32::from_ne_bytes(a.octets()))
             .collect();
-        let stale: Vec<u32> = self
-            .maps
-            .relays
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !wanted.contains(k))
-            .collect();
-        for k in stale {
-            self.maps.relays.remove(&k).ok();
-        }
+        sweep(&mut self.maps.relays, &wanted);
         for k in &wanted {
             self.maps
                 .relays
@@ -182,6 +221,7 @@ impl Sync {
         }
         let gone: Vec<(String, u32)> = self
             .written
+            .plans
             .iter()
             .filter(|(id, _)| !plans.contains_key(*id))
             .map(|(id, (net, _))| (id.clone(), *net))
@@ -190,26 +230,8 @@ impl Sync {
             self.apply(&id, net, None)?;
         }
         let wanted_nets: HashSet<u32> = plans.values().map(|(n, _)| *n).collect();
-        let stale_nets: Vec<u32> = self
-            .maps
-            .nets
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|n| !wanted_nets.contains(n))
-            .collect();
-        for net in stale_nets {
-            self.maps.nets.remove(&net).ok();
-        }
-        let stale_stats: Vec<u32> = self
-            .maps
-            .net_stats
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|n| !wanted_nets.contains(n))
-            .collect();
-        for net in stale_stats {
-            self.maps.net_stats.remove(&net).ok();
-        }
+        sweep(&mut self.maps.nets, &wanted_nets);
+        sweep(&mut self.maps.net_stats, &wanted_nets);
         let mut failed = Vec::new();
         for (network_id, (net, plan)) in plans {
             if let Err(e) = self.apply(&network_id, net, Some(plan)) {
@@ -274,7 +296,7 @@ impl Sync {
         for key in old_keys.difference(&new_keys) {
             self.remove_lease(key);
         }
-        self.written.insert(network_id.to_string(), (net, plan));
+        self.written.insert(network_id, net, plan);
         Ok(())
     }
 
@@ -334,7 +356,6 @@ impl Sync {
         self.blobs.next_id += 1;
         self.updates += 1;
         self.blobs.by_content.insert(content.to_vec(), (id, 1));
-        self.blobs.by_id.insert(id, content.to_vec());
         Ok(id)
     }
 
@@ -344,7 +365,6 @@ impl Sync {
             if *refs == 0 {
                 let id = *id;
                 self.blobs.by_content.remove(content);
-                self.blobs.by_id.remove(&id);
                 self.maps.opts.remove(&id).ok();
             }
         }
@@ -358,12 +378,18 @@ impl Sync {
 
     /// The plan last written for a network.
     pub fn written(&self, network_id: &str) -> Option<&(u32, PlannedNet)> {
-        self.written.get(network_id)
+        self.written.plans.get(network_id)
     }
 
     /// Networks currently written.
     pub fn networks(&self) -> impl Iterator<Item = (&String, &(u32, PlannedNet))> {
-        self.written.iter()
+        self.written.plans.iter()
+    }
+
+    /// The port of the client with `mac` in `network_id`'s plan as last
+    /// written in full.
+    pub fn port_of(&self, network_id: &str, mac: [u8; 6]) -> Option<&str> {
+        self.written.port_of(network_id, mac)
     }
 }
 
@@ -373,4 +399,81 @@ fn same_lease(a: &Lease, l: &PlannedLease) -> bool {
         && a.siaddr == l.siaddr.octets()
         && a.lease_secs == l.lease_secs
         && a.hostname[..a.hostname_len as usize] == l.hostname[..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(network_id: &str, ports: &[(&str, u8)]) -> PlannedNet {
+        PlannedNet {
+            network_id: network_id.into(),
+            dhcp_port_id: format!("dhcp-{network_id}"),
+            server_mac: [0xfa, 0x16, 0x3e, 0, 0, 1],
+            server_addrs: Vec::new(),
+            mtu: None,
+            leases: ports
+                .iter()
+                .map(|(port, last)| PlannedLease {
+                    port_id: port.to_string(),
+                    mac: mac(*last),
+                    ip: [10, 0, 0, *last].into(),
+                    server_ip: [10, 0, 0, 1].into(),
+                    siaddr: [10, 0, 0, 1].into(),
+                    lease_secs: 86400,
+                    hostname: Vec::new(),
+                    blob: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn mac(last: u8) -> [u8; 6] {
+        [0xfa, 0x16, 0x3e, 0, 1, last]
+    }
+
+    #[test]
+    fn the_port_index_follows_the_written_plans() {
+        let mut w = Written::default();
+        w.insert("net-a", 1, plan("net-a", &[("p1", 1), ("p2", 2)]));
+        w.insert("net-b", 2, plan("net-b", &[("q1", 1)]));
+        // (description, network, MAC's last byte, port expected)
+        let check = |w: &Written, cases: &[(&str, &str, u8, Option<&str>)]| {
+            for (what, network, last, want) in cases {
+                assert_eq!(w.port_of(network, mac(*last)), *want, "{what}");
+            }
+        };
+        check(
+            &w,
+            &[
+                ("a client of net-a", "net-a", 2, Some("p2")),
+                ("the same MAC on another network", "net-b", 1, Some("q1")),
+                ("a MAC the network does not plan", "net-b", 2, None),
+                ("a network never written", "net-c", 1, None),
+            ],
+        );
+        // net-a rewritten: p1 gone, p2 moved to the front, p3 new.
+        w.insert("net-a", 1, plan("net-a", &[("p2", 2), ("p3", 3)]));
+        check(
+            &w,
+            &[
+                ("a port dropped from the plan", "net-a", 1, None),
+                ("a port that moved in the plan", "net-a", 2, Some("p2")),
+                ("a port new in the plan", "net-a", 3, Some("p3")),
+                ("the other network untouched", "net-b", 1, Some("q1")),
+            ],
+        );
+        w.remove("net-a");
+        check(
+            &w,
+            &[
+                ("a network no longer written", "net-a", 2, None),
+                ("the other network untouched", "net-b", 1, Some("q1")),
+            ],
+        );
+        assert_eq!(w.lease_at.len(), 1, "only net-b's client is indexed");
+        // A MAC listed twice: the last one is what the map holds.
+        w.insert("net-d", 4, plan("net-d", &[("first", 9), ("second", 9)]));
+        check(&w, &[("a MAC listed twice", "net-d", 9, Some("second"))]);
+    }
 }

@@ -1,14 +1,21 @@
 //! `xdhcp leases`, `xdhcp stats`, `xdhcp ports`, `xdhcp status`: what the
 //! maps, the lease store and the daemon's status file hold, as a table or as JSON.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{btree_map::Entry, BTreeMap},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use anyhow::{Context, Result};
-use dhcp_ebpf::{stat, EXPIRES_NEVER, LEASE_INFINITE, OPTS_MAX};
+use dhcp_ebpf::{stat, LEASE_INFINITE, OPTS_MAX};
 use serde::Serialize;
 use xdhcp::{
     daemon::health,
-    daemon::{self, boottime_ns, unix_now},
+    daemon::{
+        self,
+        leases::{lease_row, Clocks},
+    },
     loader::Maps,
     neutron::model::format_mac,
     slowpath::Counter,
@@ -34,34 +41,27 @@ pub fn leases(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
         .collect();
     if let Some(maps) = maps(bpffs) {
         let names = net_names(&db)?;
-        let (boot, unix) = (boottime_ns(), unix_now());
+        let at = Clocks::now();
         for (key, rec) in maps.all_acks()? {
             let network = names
                 .get(&key.net)
                 .cloned()
                 .unwrap_or_else(|| format!("net-{}", key.net));
-            let mac = format_mac(&key.mac);
-            let acked = unix.saturating_sub(boot.saturating_sub(rec.acked_ns) / 1_000_000_000);
-            let row = rows
-                .entry((network.clone(), mac.clone()))
-                .or_insert_with(|| LeaseRecord {
-                    network_id: network,
-                    mac,
-                    ip: Ipv4Addr::from(rec.ip),
-                    port_id: String::new(),
-                    expires: None,
-                    state: String::new(),
-                    updated: 0,
-                });
-            if row.state.is_empty() || acked > row.updated {
-                row.ip = Ipv4Addr::from(rec.ip);
-                row.state = "bound".into();
-                row.updated = acked;
-                row.expires = (rec.expires_ns != EXPIRES_NEVER).then(|| {
-                    unix.saturating_add_signed(
-                        ((rec.expires_ns as i128 - boot as i128) / 1_000_000_000) as i64,
-                    )
-                });
+            // The port is the stored row's: the maps do not know it.
+            let acked = lease_row(&key, &rec, network, String::new(), at);
+            match rows.entry((acked.network_id.clone(), acked.mac.clone())) {
+                Entry::Vacant(e) => {
+                    e.insert(acked);
+                }
+                Entry::Occupied(mut e) => {
+                    let row = e.get_mut();
+                    if row.state.is_empty() || acked.updated > row.updated {
+                        *row = LeaseRecord {
+                            port_id: std::mem::take(&mut row.port_id),
+                            ..acked
+                        };
+                    }
+                }
             }
         }
     }
