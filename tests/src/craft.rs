@@ -3,7 +3,22 @@
 
 use std::net::Ipv4Addr;
 
-use xdhcp::slowpath::reply::{checksum, DHCPDISCOVER, DHCPREQUEST, MAGIC_COOKIE};
+use dhcp_ebpf::wire::{
+    bootp, ipv4, opt, BOOTPC, BOOTPS, BOOTREQUEST, DHCPDISCOVER, DHCPREQUEST, ETH_HLEN,
+    ETH_P_8021Q, ETH_P_IP, HLEN_ETHER, HTYPE_ETHER, IPPROTO_UDP, IPV4_HLEN, IPV4_TTL, MAGIC_COOKIE,
+    UDP_HLEN, VLAN_HLEN,
+};
+use xdhcp::slowpath::reply::checksum;
+
+/// What dhclient asks for (option 55).
+const PARAMETERS: [u8; 6] = [
+    opt::SUBNET_MASK,
+    opt::ROUTER,
+    opt::DNS,
+    opt::DOMAIN,
+    opt::MTU,
+    opt::CLASSLESS_ROUTES,
+];
 
 /// A DHCP request as a client (or relay) puts it on the wire.
 #[derive(Debug, Clone)]
@@ -45,10 +60,10 @@ impl RequestFrame {
             ip_src: Ipv4Addr::UNSPECIFIED,
             ip_dst: Ipv4Addr::BROADCAST,
             ip_options: Vec::new(),
-            udp_src: 68,
-            op: 1,
-            htype: 1,
-            hlen: 6,
+            udp_src: BOOTPC,
+            op: BOOTREQUEST,
+            htype: HTYPE_ETHER,
+            hlen: HLEN_ETHER,
             hops: 0,
             xid: [0x12, 0x34, 0x56, 0x78],
             flags: 0,
@@ -56,7 +71,10 @@ impl RequestFrame {
             giaddr: Ipv4Addr::UNSPECIFIED,
             chaddr: mac,
             cookie: MAGIC_COOKIE,
-            options: vec![(53, vec![DHCPDISCOVER]), (55, vec![1, 3, 6, 15, 26, 121])],
+            options: vec![
+                (opt::MSG_TYPE, vec![DHCPDISCOVER]),
+                (opt::PARAMETER_REQUEST_LIST, PARAMETERS.to_vec()),
+            ],
             end: true,
             pad_to: 300,
         }
@@ -66,10 +84,10 @@ impl RequestFrame {
     pub fn request(mac: [u8; 6], ip: Ipv4Addr, server: Ipv4Addr) -> Self {
         let mut f = Self::discover(mac);
         f.options = vec![
-            (53, vec![DHCPREQUEST]),
-            (54, server.octets().to_vec()),
-            (50, ip.octets().to_vec()),
-            (55, vec![1, 3, 6, 15, 26, 121]),
+            (opt::MSG_TYPE, vec![DHCPREQUEST]),
+            (opt::SERVER_ID, server.octets().to_vec()),
+            (opt::REQUESTED_IP, ip.octets().to_vec()),
+            (opt::PARAMETER_REQUEST_LIST, PARAMETERS.to_vec()),
         ];
         f
     }
@@ -77,7 +95,7 @@ impl RequestFrame {
     /// Sets message type `t` (option 53), keeping the other options.
     pub fn with_type(mut self, t: u8) -> Self {
         for (code, value) in &mut self.options {
-            if *code == 53 {
+            if *code == opt::MSG_TYPE {
                 *value = vec![t];
             }
         }
@@ -98,12 +116,12 @@ impl RequestFrame {
 
     /// Length of the L2 header (Ethernet and VLAN tags).
     pub fn l2_len(&self) -> usize {
-        14 + 4 * self.vlans.len()
+        ETH_HLEN + VLAN_HLEN * self.vlans.len()
     }
 
     /// Offset of the BOOTP message in the frame.
     pub fn bootp_offset(&self) -> usize {
-        self.l2_len() + 20 + self.ip_options.len() + 8
+        self.l2_len() + IPV4_HLEN + self.ip_options.len() + UDP_HLEN
     }
 
     /// The BOOTP message (UDP payload).
@@ -116,7 +134,7 @@ impl RequestFrame {
         p.extend_from_slice(&[0; 8]); // yiaddr, siaddr
         p.extend_from_slice(&self.giaddr.octets());
         p.extend_from_slice(&self.chaddr);
-        p.resize(236, 0);
+        p.resize(bootp::COOKIE, 0);
         p.extend_from_slice(&self.cookie);
         for (code, value) in &self.options {
             p.push(*code);
@@ -124,7 +142,7 @@ impl RequestFrame {
             p.extend_from_slice(value);
         }
         if self.end {
-            p.push(255);
+            p.push(opt::END);
         }
         if p.len() < self.pad_to {
             p.resize(self.pad_to, 0);
@@ -139,29 +157,30 @@ impl RequestFrame {
         f.extend_from_slice(&self.eth_dst);
         f.extend_from_slice(&self.eth_src);
         for vid in &self.vlans {
-            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
-        let ihl = 20 + self.ip_options.len();
-        let udp_len = 8 + body.len();
+        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+        let ihl = IPV4_HLEN + self.ip_options.len();
+        let udp_len = UDP_HLEN + body.len();
         let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
         ip.extend_from_slice(&((ihl + udp_len) as u16).to_be_bytes());
-        ip.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+        // id, flags/fragment offset, TTL, protocol, checksum (filled in below).
+        ip.extend_from_slice(&[0, 0, 0, 0, IPV4_TTL, IPPROTO_UDP, 0, 0]);
         ip.extend_from_slice(&self.ip_src.octets());
         ip.extend_from_slice(&self.ip_dst.octets());
         ip.extend_from_slice(&self.ip_options);
         let c = checksum(&[&ip]);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
-        let mut udp = Vec::with_capacity(8);
+        let mut udp = Vec::with_capacity(UDP_HLEN);
         udp.extend_from_slice(&self.udp_src.to_be_bytes());
-        udp.extend_from_slice(&67u16.to_be_bytes());
+        udp.extend_from_slice(&BOOTPS.to_be_bytes());
         udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
         let pseudo = [
             &self.ip_src.octets()[..],
             &self.ip_dst.octets(),
-            &[0, 17],
+            &[0, IPPROTO_UDP],
             &(udp_len as u16).to_be_bytes(),
         ]
         .concat();

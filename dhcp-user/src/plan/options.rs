@@ -4,24 +4,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
-use dhcp_ebpf::{LEASE_INFINITE, OPTS_MAX};
-
-/// Option codes the encoder writes itself.
-pub mod code {
-    pub const SUBNET_MASK: u8 = 1;
-    pub const ROUTER: u8 = 3;
-    pub const DNS: u8 = 6;
-    pub const HOSTNAME: u8 = 12;
-    pub const DOMAIN: u8 = 15;
-    pub const MTU: u8 = 26;
-    pub const BROADCAST: u8 = 28;
-    pub const LEASE_TIME: u8 = 51;
-    pub const RENEWAL_T1: u8 = 58;
-    pub const REBINDING_T2: u8 = 59;
-    pub const CLASSLESS_ROUTES: u8 = 121;
-    /// Microsoft's pre-standard copy of 121, which Neutron also sends.
-    pub const MS_CLASSLESS_ROUTES: u8 = 249;
-}
+use dhcp_ebpf::{wire::opt, LEASE_INFINITE, OPTS_MAX};
 
 /// A static route (RFC 3442).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +35,13 @@ impl ReplyOptions {
     /// Encodes the blob: TLVs in a fixed order, no END.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut opts: Vec<(u8, Vec<u8>)> = Vec::new();
-        opts.push((code::LEASE_TIME, self.lease_secs.to_be_bytes().to_vec()));
+        opts.push((opt::LEASE_TIME, self.lease_secs.to_be_bytes().to_vec()));
         if self.lease_secs != LEASE_INFINITE {
             // dnsmasq's (and RFC 2131's) defaults: T1 = 0.5, T2 = 0.875 of the lease.
             let t1 = self.lease_secs / 2;
             let t2 = (self.lease_secs as u64 * 7 / 8) as u32;
-            opts.push((code::RENEWAL_T1, t1.to_be_bytes().to_vec()));
-            opts.push((code::REBINDING_T2, t2.to_be_bytes().to_vec()));
+            opts.push((opt::RENEWAL_T1, t1.to_be_bytes().to_vec()));
+            opts.push((opt::REBINDING_T2, t2.to_be_bytes().to_vec()));
         }
         if self.prefix_len > 32 {
             bail!("prefix length {} is not an IPv4 prefix", self.prefix_len);
@@ -66,24 +49,21 @@ impl ReplyOptions {
         let mask = u32::MAX
             .checked_shl(32 - self.prefix_len as u32)
             .unwrap_or(0);
-        opts.push((code::SUBNET_MASK, mask.to_be_bytes().to_vec()));
+        opts.push((opt::SUBNET_MASK, mask.to_be_bytes().to_vec()));
         if let Some(router) = self.router {
-            opts.push((code::ROUTER, router.octets().to_vec()));
+            opts.push((opt::ROUTER, router.octets().to_vec()));
         }
         if !self.dns.is_empty() {
-            opts.push((
-                code::DNS,
-                self.dns.iter().flat_map(|a| a.octets()).collect(),
-            ));
+            opts.push((opt::DNS, self.dns.iter().flat_map(|a| a.octets()).collect()));
         }
         if let Some(domain) = &self.domain {
-            opts.push((code::DOMAIN, domain.as_bytes().to_vec()));
+            opts.push((opt::DOMAIN, domain.as_bytes().to_vec()));
         }
         if let Some(mtu) = self.mtu {
-            opts.push((code::MTU, mtu.to_be_bytes().to_vec()));
+            opts.push((opt::MTU, mtu.to_be_bytes().to_vec()));
         }
         if let Some(broadcast) = self.broadcast {
-            opts.push((code::BROADCAST, broadcast.octets().to_vec()));
+            opts.push((opt::BROADCAST, broadcast.octets().to_vec()));
         }
         if !self.routes.is_empty() {
             // RFC 3442: a client that takes 121 ignores option 3, so the default
@@ -97,8 +77,8 @@ impl ReplyOptions {
                 });
             }
             let value = encode_routes(&routes)?;
-            opts.push((code::CLASSLESS_ROUTES, value.clone()));
-            opts.push((code::MS_CLASSLESS_ROUTES, value));
+            opts.push((opt::CLASSLESS_ROUTES, value.clone()));
+            opts.push((opt::MS_CLASSLESS_ROUTES, value));
         }
         for (code, value) in &self.extra {
             opts.retain(|(c, _)| c != code);
@@ -135,7 +115,7 @@ pub fn encode_routes(routes: &[Route]) -> Result<Vec<u8>> {
 /// Appends one option, split into several of the same code when longer than
 /// 255 bytes (RFC 3396).
 pub fn push_tlv(out: &mut Vec<u8>, code: u8, value: &[u8]) -> Result<()> {
-    if code == 0 || code == 255 {
+    if code == opt::PAD || code == opt::END {
         bail!("option code {code} is PAD/END, not an option");
     }
     if value.is_empty() {
@@ -206,10 +186,10 @@ mod tests {
     #[test]
     fn long_options_are_split_per_rfc3396() {
         let mut out = Vec::new();
-        push_tlv(&mut out, 121, &[7u8; 300]).unwrap();
+        push_tlv(&mut out, opt::CLASSLESS_ROUTES, &[7u8; 300]).unwrap();
         assert_eq!(out.len(), 2 + 255 + 2 + 45);
-        assert_eq!((out[0], out[1]), (121, 255));
-        assert_eq!((out[257], out[258]), (121, 45));
+        assert_eq!((out[0], out[1]), (opt::CLASSLESS_ROUTES, 255));
+        assert_eq!((out[257], out[258]), (opt::CLASSLESS_ROUTES, 45));
     }
 
     #[test]
@@ -218,12 +198,15 @@ mod tests {
             lease_secs: 86400,
             prefix_len: 24,
             router: Some(ip("10.0.0.1")),
-            extra: vec![(3, ip("10.0.0.254").octets().to_vec())],
+            extra: vec![(opt::ROUTER, ip("10.0.0.254").octets().to_vec())],
             ..Default::default()
         };
         let blob = o.encode().unwrap();
-        let routers: Vec<_> = blob.windows(6).filter(|w| w[0] == 3 && w[1] == 4).collect();
-        assert_eq!(routers, vec![&[3, 4, 10, 0, 0, 254][..]]);
+        let routers: Vec<_> = blob
+            .windows(6)
+            .filter(|w| w[0] == opt::ROUTER && w[1] == 4)
+            .collect();
+        assert_eq!(routers, vec![&[opt::ROUTER, 4, 10, 0, 0, 254][..]]);
     }
 
     #[test]
@@ -234,7 +217,9 @@ mod tests {
             ..Default::default()
         };
         let blob = o.encode().unwrap();
-        assert_eq!(&blob[..6], &[51, 4, 255, 255, 255, 255]);
-        assert!(!blob.windows(2).any(|w| w == [58, 4] || w == [59, 4]));
+        assert_eq!(&blob[..6], &[opt::LEASE_TIME, 4, 255, 255, 255, 255]);
+        assert!(!blob
+            .windows(2)
+            .any(|w| w == [opt::RENEWAL_T1, 4] || w == [opt::REBINDING_T2, 4]));
     }
 }

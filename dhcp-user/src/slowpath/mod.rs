@@ -22,7 +22,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use dhcp_ebpf::{ClientKey, OPTS_MAX};
+use dhcp_ebpf::{
+    wire::{self, opt, BOOTPS, ETH_SRC, ETH_TYPE},
+    ClientKey, OPTS_MAX,
+};
 use dhcproto::{v4, Decodable, Decoder};
 
 use crate::{
@@ -122,7 +125,7 @@ pub fn spawn(
         // Holds port 67 so the stack does not answer passed-up unicast
         // requests with ICMP port unreachable. Another server on the port
         // (dnsmasq during a migration) is no reason not to serve.
-        let udp = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67)) {
+        let udp = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, BOOTPS)) {
             Ok(udp) => {
                 udp.set_nonblocking(true)?;
                 Some(udp)
@@ -251,7 +254,7 @@ impl Worker {
         let req = Request::parse(payload)?;
         let mac = req.mac();
         let relayed = !req.giaddr.is_unspecified();
-        if !relayed && frame[6..12] != mac {
+        if !relayed && frame[ETH_SRC..ETH_TYPE] != mac {
             anyhow::bail!("Ethernet source differs from chaddr {}", format_mac(&mac));
         }
         let key = ClientKey::new(self.net, mac);
@@ -262,7 +265,7 @@ impl Worker {
             .get(&self.net, 0)
             .context("network not configured")?;
         if relayed {
-            let source = ClientKey::new(self.net, frame[6..12].try_into()?);
+            let source = ClientKey::new(self.net, frame[ETH_SRC..ETH_TYPE].try_into()?);
             let allowed = reply::relay_allowed(
                 cfg.flags,
                 || {
@@ -321,7 +324,7 @@ impl Worker {
                     let drop: Vec<u8> = reply::tlvs(blob)
                         .iter()
                         .map(|(c, _)| *c)
-                        .filter(|c| ![1, 51, 58, 59].contains(c) && !asked.contains(c))
+                        .filter(|c| !KEPT_WHEN_TRIMMED.contains(c) && !asked.contains(c))
                         .collect();
                     let trimmed = reply::without(blob, &drop);
                     out = reply::frame(
@@ -385,22 +388,35 @@ impl Worker {
     }
 }
 
+/// Options a reply too big for the client keeps whether asked for or not:
+/// the subnet mask and the lease times.
+const KEPT_WHEN_TRIMMED: [u8; 4] = [
+    opt::SUBNET_MASK,
+    opt::LEASE_TIME,
+    opt::RENEWAL_T1,
+    opt::REBINDING_T2,
+];
+
 /// The L2 header length and UDP payload of an IPv4/UDP frame to port 67.
 pub fn dhcp_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
-    let mut l3 = 14;
-    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    while ethertype == 0x8100 || ethertype == 0x88a8 {
-        ethertype = u16::from_be_bytes([*frame.get(l3 + 2)?, *frame.get(l3 + 3)?]);
-        l3 += 4;
+    let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    let mut l3 = wire::ETH_HLEN;
+    let mut ethertype = be16(ETH_TYPE)?;
+    while wire::is_vlan(ethertype) {
+        ethertype = be16(l3 + 2)?;
+        l3 += wire::VLAN_HLEN;
     }
-    if ethertype != 0x0800 || frame.get(l3 + 9)? != &17 {
+    if ethertype != wire::ETH_P_IP || *frame.get(l3 + wire::ipv4::PROTOCOL)? != wire::IPPROTO_UDP {
         return None;
     }
-    let ihl = ((frame.get(l3)? & 0x0f) as usize) * 4;
+    let ihl = ((frame.get(l3 + wire::ipv4::VERSION_IHL)? & 0x0f) as usize) * 4;
     let udp = l3 + ihl;
-    if frame.get(udp + 2..udp + 4)? != [0, 67] {
+    if be16(udp + wire::udp::DST_PORT)? != BOOTPS {
         return None;
     }
-    let len = u16::from_be_bytes([*frame.get(udp + 4)?, *frame.get(udp + 5)?]) as usize;
-    Some((l3, frame.get(udp + 8..udp + len.max(8))?))
+    let len = be16(udp + wire::udp::LEN)? as usize;
+    Some((
+        l3,
+        frame.get(udp + wire::UDP_HLEN..udp + len.max(wire::UDP_HLEN))?,
+    ))
 }

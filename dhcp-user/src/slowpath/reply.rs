@@ -1,28 +1,25 @@
 //! The one reply builder (RFC 2131): what to answer a request with, the reply's
 //! BOOTP payload and where it goes. The slow path sends what this builds; the
 //! tests hold the XDP program's replies to it byte for byte.
+//!
+//! The rules themselves (the §4.3 decision, the reply's header fields, the
+//! §4.1 destination, the IPv4/UDP headers and checksums) and the wire numbers
+//! are `dhcp_ebpf`'s, the same functions the XDP program calls; this module
+//! puts them together over byte vectors.
 
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
+use dhcp_ebpf::{
+    csum, rfc2131,
+    wire::{self, bootp, opt, BOOTREPLY, BOOTREQUEST, HLEN_ETHER, HTYPE_ETHER},
+};
 
-pub const DHCPDISCOVER: u8 = 1;
-pub const DHCPOFFER: u8 = 2;
-pub const DHCPREQUEST: u8 = 3;
-pub const DHCPDECLINE: u8 = 4;
-pub const DHCPACK: u8 = 5;
-pub const DHCPNAK: u8 = 6;
-pub const DHCPRELEASE: u8 = 7;
-pub const DHCPINFORM: u8 = 8;
-
-pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-const BROADCAST_FLAG: u16 = 0x8000;
-/// Offset of the first option in a BOOTP message.
-pub const OPTIONS_OFF: usize = 240;
-/// RFC 951/1542 minimum BOOTP message.
-pub const MIN_BOOTP: usize = 300;
-/// RFC 2131: what a client takes without option 57.
-pub const MIN_MAX_MSG: usize = 576;
+pub use dhcp_ebpf::rfc2131::Decision;
+pub use dhcp_ebpf::wire::{
+    bootp::OPTIONS as OPTIONS_OFF, DHCPACK, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPNAK,
+    DHCPOFFER, DHCPRELEASE, DHCPREQUEST, MAGIC_COOKIE, MIN_BOOTP, MIN_MAX_MSG,
+};
 
 /// The request fields a reply is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,23 +52,25 @@ impl Request {
         if p.len() < OPTIONS_OFF {
             bail!("{} bytes is shorter than a BOOTP message", p.len());
         }
-        if p[0] != 1 {
-            bail!("op {} is not BOOTREQUEST", p[0]);
+        let (op, htype, hlen) = (p[bootp::OP], p[bootp::HTYPE], p[bootp::HLEN]);
+        if op != BOOTREQUEST {
+            bail!("op {op} is not BOOTREQUEST");
         }
-        if p[1] != 1 || p[2] != 6 {
-            bail!("htype {} / hlen {} is not Ethernet", p[1], p[2]);
+        if htype != HTYPE_ETHER || hlen != HLEN_ETHER {
+            bail!("htype {htype} / hlen {hlen} is not Ethernet");
         }
-        if p[236..240] != MAGIC_COOKIE {
+        if p[bootp::COOKIE..OPTIONS_OFF] != MAGIC_COOKIE {
             bail!("no DHCP magic cookie");
         }
         let ip = |o: usize| Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
+        let x = bootp::XID;
         let mut r = Request {
             msg_type: 0,
-            xid: [p[4], p[5], p[6], p[7]],
-            flags: u16::from_be_bytes([p[10], p[11]]),
-            ciaddr: ip(12),
-            giaddr: ip(24),
-            chaddr: p[28..44].try_into().unwrap(),
+            xid: [p[x], p[x + 1], p[x + 2], p[x + 3]],
+            flags: u16::from_be_bytes([p[bootp::FLAGS], p[bootp::FLAGS + 1]]),
+            ciaddr: ip(bootp::CIADDR),
+            giaddr: ip(bootp::GIADDR),
+            chaddr: p[bootp::CHADDR..bootp::SNAME].try_into().unwrap(),
             requested_ip: None,
             server_id: None,
             max_msg_size: None,
@@ -84,8 +83,8 @@ impl Request {
                 bail!("options end without END")
             };
             match code {
-                255 => break,
-                0 => {
+                opt::END => break,
+                opt::PAD => {
                     off += 1;
                     continue;
                 }
@@ -106,7 +105,7 @@ impl Request {
                 }
             };
             match code {
-                53 => {
+                opt::MSG_TYPE => {
                     exact(1)?;
                     if r.msg_type != 0 {
                         bail!("option 53 repeated");
@@ -116,23 +115,23 @@ impl Request {
                     }
                     r.msg_type = val[0];
                 }
-                50 => {
+                opt::REQUESTED_IP => {
                     exact(4)?;
                     r.requested_ip = Some(ip_of(val));
                 }
-                54 => {
+                opt::SERVER_ID => {
                     exact(4)?;
                     r.server_id = Some(ip_of(val));
                 }
-                57 => {
+                opt::MAX_MSG_SIZE => {
                     exact(2)?;
                     r.max_msg_size = Some(u16::from_be_bytes([val[0], val[1]]));
                 }
-                61 | 82 => {
+                opt::CLIENT_ID | opt::RELAY_AGENT => {
                     if len == 0 {
                         bail!("option {code} is empty");
                     }
-                    let slot = if code == 61 {
+                    let slot = if code == opt::CLIENT_ID {
                         &mut r.client_id
                     } else {
                         &mut r.relay_agent
@@ -142,7 +141,7 @@ impl Request {
                     }
                     *slot = Some(p[off..off + 2 + len].to_vec());
                 }
-                52 => bail!("option overload (52) is not supported"),
+                opt::OVERLOAD => bail!("option overload (52) is not supported"),
                 _ => {}
             }
             off += 2 + len;
@@ -169,59 +168,46 @@ pub struct LeaseView<'a> {
     pub blob: &'a [u8],
 }
 
-/// The outcome of RFC 2131 §4.3 for a known client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Send this message type (OFFER, ACK or NAK).
-    Reply(u8),
-    /// A SELECTING REQUEST naming another server: stay silent.
-    NotOurServer,
-    /// Nothing to answer (other message types, inconsistent REQUEST).
-    Silent,
-}
-
-/// Which reply a DISCOVER or REQUEST gets.
+/// Which reply a DISCOVER or REQUEST gets (RFC 2131 §4.3, [`rfc2131::decide`]).
 pub fn decide(req: &Request, lease: &LeaseView) -> Decision {
-    let ours = |ip: Ipv4Addr| Decision::Reply(if ip == lease.ip { DHCPACK } else { DHCPNAK });
-    match req.msg_type {
-        DHCPDISCOVER => Decision::Reply(DHCPOFFER),
-        DHCPREQUEST => match (req.server_id, req.requested_ip) {
-            (Some(server), Some(ip)) if server == lease.server_ip => ours(ip),
-            (Some(_), Some(_)) => Decision::NotOurServer,
-            (None, Some(ip)) => ours(ip),
-            (None, None) if !req.ciaddr.is_unspecified() => ours(req.ciaddr),
-            _ => Decision::Silent,
-        },
-        _ => Decision::Silent,
-    }
+    let ask = rfc2131::Ask {
+        msg_type: req.msg_type,
+        ciaddr: req.ciaddr.octets(),
+        requested_ip: req.requested_ip.map(|ip| ip.octets()),
+        server_id: req.server_id.map(|ip| ip.octets()),
+    };
+    rfc2131::decide(&ask, lease.ip.octets(), lease.server_ip.octets())
 }
 
 /// The reply's BOOTP payload: options 53, 54, 12, the blob, 61 and 82 echoed,
 /// END, padded to 300 bytes and to a multiple of four.
 pub fn payload(req: &Request, lease: &LeaseView, reply: u8) -> Vec<u8> {
-    let nak = reply == DHCPNAK;
-    let mut flags = req.flags;
-    if nak && !req.giaddr.is_unspecified() {
-        flags |= BROADCAST_FLAG; // the relay must broadcast a NAK (§4.3.2)
-    }
-    let zero = Ipv4Addr::UNSPECIFIED;
+    let f = rfc2131::reply_fields(
+        reply,
+        req.flags,
+        req.ciaddr.octets(),
+        req.giaddr.octets(),
+        lease.ip.octets(),
+        lease.siaddr.octets(),
+    );
     let mut p = Vec::with_capacity(512);
-    p.extend_from_slice(&[2, 1, 6, 0]);
+    // op, htype, hlen, hops 0; xid; secs 0.
+    p.extend_from_slice(&[BOOTREPLY, HTYPE_ETHER, HLEN_ETHER, 0]);
     p.extend_from_slice(&req.xid);
     p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&flags.to_be_bytes());
-    p.extend_from_slice(&if reply == DHCPACK { req.ciaddr } else { zero }.octets());
-    p.extend_from_slice(&if nak { zero } else { lease.ip }.octets());
-    p.extend_from_slice(&if nak { zero } else { lease.siaddr }.octets());
+    p.extend_from_slice(&f.flags.to_be_bytes());
+    p.extend_from_slice(&f.ciaddr);
+    p.extend_from_slice(&f.yiaddr);
+    p.extend_from_slice(&f.siaddr);
     p.extend_from_slice(&req.giaddr.octets());
     p.extend_from_slice(&req.chaddr);
-    p.resize(236, 0); // sname, file
+    p.resize(bootp::COOKIE, 0); // sname, file
     p.extend_from_slice(&MAGIC_COOKIE);
-    p.extend_from_slice(&[53, 1, reply, 54, 4]);
+    p.extend_from_slice(&[opt::MSG_TYPE, 1, reply, opt::SERVER_ID, 4]);
     p.extend_from_slice(&lease.server_ip.octets());
-    if !nak {
+    if reply != DHCPNAK {
         if !lease.hostname.is_empty() {
-            p.extend_from_slice(&[12, lease.hostname.len() as u8]);
+            p.extend_from_slice(&[opt::HOSTNAME, lease.hostname.len() as u8]);
             p.extend_from_slice(lease.hostname);
         }
         p.extend_from_slice(lease.blob);
@@ -229,7 +215,7 @@ pub fn payload(req: &Request, lease: &LeaseView, reply: u8) -> Vec<u8> {
     for echo in [&req.client_id, &req.relay_agent].into_iter().flatten() {
         p.extend_from_slice(echo);
     }
-    p.push(255);
+    p.push(opt::END);
     while p.len() < MIN_BOOTP || p.len() % 4 != 0 {
         p.push(0);
     }
@@ -245,51 +231,26 @@ pub struct Destination {
     pub port: u16,
 }
 
-/// giaddr → relay:67; NAK → broadcast; ciaddr → unicast; broadcast flag →
-/// broadcast; else unicast to yiaddr at chaddr.
+/// Where `reply` to `req` goes (RFC 2131 §4.1, [`rfc2131::destination`]).
 pub fn destination(req: &Request, lease_ip: Ipv4Addr, reply: u8) -> Destination {
-    const BCAST: [u8; 6] = [0xff; 6];
-    if !req.giaddr.is_unspecified() {
-        Destination {
-            ip: req.giaddr,
-            mac: None,
-            port: 67,
-        }
-    } else if reply == DHCPNAK || (req.ciaddr.is_unspecified() && req.flags & BROADCAST_FLAG != 0) {
-        Destination {
-            ip: Ipv4Addr::BROADCAST,
-            mac: Some(BCAST),
-            port: 68,
-        }
-    } else if !req.ciaddr.is_unspecified() {
-        Destination {
-            ip: req.ciaddr,
-            mac: None,
-            port: 68,
-        }
-    } else {
-        Destination {
-            ip: lease_ip,
-            mac: Some(req.mac()),
-            port: 68,
-        }
+    let d = rfc2131::destination(
+        reply,
+        req.flags,
+        req.ciaddr.octets(),
+        req.giaddr.octets(),
+        lease_ip.octets(),
+        req.mac(),
+    );
+    Destination {
+        ip: Ipv4Addr::from(d.ip),
+        mac: d.mac,
+        port: d.port,
     }
 }
 
-/// RFC 1071 ones'-complement sum, folded.
+/// RFC 1071 checksum over `chunks` (each odd one padded with a zero byte).
 pub fn checksum(chunks: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    for chunk in chunks {
-        for pair in chunk.chunks(2) {
-            let hi = pair[0] as u64;
-            let lo = pair.get(1).copied().unwrap_or(0) as u64;
-            sum += (hi << 8) | lo;
-        }
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    csum::checksum(chunks.iter().fold(0, |sum, chunk| csum::add(sum, chunk)))
 }
 
 /// The complete reply frame: the request's L2 header (VLAN tags kept) with new
@@ -316,35 +277,15 @@ pub fn wrap(
     body: &[u8],
 ) -> Vec<u8> {
     let mut f = request_l2.to_vec();
-    let eth_src: [u8; 6] = request_l2[6..12].try_into().unwrap();
-    f[0..6].copy_from_slice(&dst.mac.unwrap_or(eth_src));
-    f[6..12].copy_from_slice(&server_mac);
-    let udp_len = (8 + body.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&server_ip.octets());
-    ip[16..20].copy_from_slice(&dst.ip.octets());
-    let c = checksum(&[&ip]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut udp = [0u8; 8];
-    udp[0..2].copy_from_slice(&67u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&dst.port.to_be_bytes());
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    let pseudo = [
-        &server_ip.octets()[..],
-        &dst.ip.octets(),
-        &[0, 17],
-        &udp_len.to_be_bytes(),
-    ]
-    .concat();
-    let mut c = checksum(&[&pseudo, &udp, body]);
-    if c == 0 {
-        c = 0xffff;
-    }
-    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let eth_src: [u8; 6] = request_l2[wire::ETH_SRC..wire::ETH_TYPE]
+        .try_into()
+        .unwrap();
+    f[..wire::ETH_SRC].copy_from_slice(&dst.mac.unwrap_or(eth_src));
+    f[wire::ETH_SRC..wire::ETH_TYPE].copy_from_slice(&server_mac);
+    let udp_len = (wire::UDP_HLEN + body.len()) as u16;
+    let (src_ip, dst_ip) = (server_ip.octets(), dst.ip.octets());
+    let ip = wire::ipv4_header(src_ip, dst_ip, udp_len);
+    let udp = wire::udp_header(src_ip, dst_ip, dst.port, udp_len, csum::add(0, body));
     f.extend_from_slice(&ip);
     f.extend_from_slice(&udp);
     f.extend_from_slice(body);
@@ -382,20 +323,22 @@ pub fn without(blob: &[u8], drop: &[u8]) -> Vec<u8> {
 /// The DHCPACK to a DHCPINFORM (§3.4, §4.3.5): no lease time, yiaddr zero,
 /// sent to ciaddr.
 pub fn inform_payload(req: &Request, lease: &LeaseView) -> Vec<u8> {
-    let blob = without(lease.blob, &[51, 58, 59]);
+    let blob = without(
+        lease.blob,
+        &[opt::LEASE_TIME, opt::RENEWAL_T1, opt::REBINDING_T2],
+    );
     let view = LeaseView {
         blob: &blob,
         ..*lease
     };
     let mut p = payload(req, &view, DHCPACK);
-    p[16..20].copy_from_slice(&[0; 4]);
+    p[bootp::YIADDR..bootp::YIADDR + 4].copy_from_slice(&[0; 4]);
     p
 }
 
 /// The largest IP packet the client takes (RFC 2131: 576 unless option 57 says more).
 pub fn max_reply_ip_len(req: &Request) -> usize {
-    req.max_msg_size
-        .map_or(MIN_MAX_MSG, |m| (m as usize).max(MIN_MAX_MSG))
+    rfc2131::max_reply_ip_len(req.max_msg_size.unwrap_or(0))
 }
 
 /// The relay rule, the same as the XDP program's `relay_allowed`: a request
