@@ -28,6 +28,8 @@ use crate::{
     loader::{self, AttachMode, FastPath},
     mapsync::Sync,
     netns,
+    netns::names,
+    netns::ovs::OvsBridge,
     netns::plumb,
     netns::plumb::VethPeer,
     neutron::model::{format_mac, Change, Kind},
@@ -49,7 +51,7 @@ pub struct RunOptions {
     pub allow_empty_db: bool,
     /// With `plumb`: plug DHCP devices into this Open vSwitch bridge (the
     /// agent's openvswitch interface driver) instead of a Linux bridge.
-    pub ovs: Option<plumb::OvsBridge>,
+    pub ovs: Option<OvsBridge>,
     /// With `plumb`: also remove what was plumbed for a network that is no
     /// longer served, or for a DHCP port replaced by another (the agent).
     pub unplumb: bool,
@@ -721,7 +723,7 @@ impl Daemon {
             }
         }
         for (network_id, net) in served {
-            let namespace = plumb::namespace_name(&network_id);
+            let namespace = names::namespace_name(&network_id);
             let ns_exists = Path::new("/run/netns").join(&namespace).exists();
             // Attached and its link still on the device (deleting the device,
             // or its namespace, detaches the link): nothing to look at. This
@@ -919,7 +921,7 @@ impl Daemon {
                 let a = self.attached.get(id);
                 let n = NetworkHealth {
                     net: *net,
-                    namespace: plumb::namespace_name(id),
+                    namespace: names::namespace_name(id),
                     device: a.map(|a| a.device.clone()),
                     xdp: a.and_then(|a| a.mode).map(|m| match m {
                         AttachMode::Native => "native".to_string(),

@@ -466,13 +466,13 @@ const CEILING_PERIOD: Duration = Duration::from_secs(3);
 /// host end of the DHCP port's veth (taken off the bridge: the generator is the
 /// only client), and counts the OFFERs that come back.
 fn ceiling(c: &Cloud, net: &Net, ports: usize) -> Result<Ceiling> {
-    let host_side = xdhcp::netns::plumb::host_side_name(&net.dhcp_port_id);
+    let host_side = xdhcp::netns::names::host_side_name(&net.dhcp_port_id);
     xdhcp::netns::ip(&["link", "set", &host_side, "nomaster"])?;
     // The responder's receive work in a kernel thread of its own (threaded
     // NAPI on the DHCP port), kept off the generator's core: otherwise the
     // generator's core also runs every XDP request, and measures both at once.
-    let namespace = xdhcp::netns::plumb::namespace_name(&net.id);
-    let tap = xdhcp::netns::plumb::tap_name(&net.dhcp_port_id);
+    let namespace = xdhcp::netns::names::namespace_name(&net.id);
+    let tap = xdhcp::netns::names::tap_name(&net.dhcp_port_id);
     let status = Command::new("ip")
         .args(["netns", "exec", &namespace, "sh", "-c"])
         .arg(format!("echo 1 > /sys/class/net/{tap}/threaded"))
