@@ -319,7 +319,7 @@ impl Drop for Agent {
             .args(self.args())
             .arg("down")
             .output();
-        let ovs = xdhcp::netns::plumb::OvsBridge {
+        let ovs = xdhcp::netns::ovs::OvsBridge {
             bridge: self.bridge.clone(),
             db: self.n.ovsdb_connection.clone(),
             use_veth: self.use_veth,
@@ -352,7 +352,7 @@ impl Drop for Agent {
             // agent) was unplugged by the agent itself; deleting the
             // namespace takes whatever veth is left with it.
             let _ = Command::new("ip")
-                .args(["netns", "del", &xdhcp::netns::plumb::namespace_name(net)])
+                .args(["netns", "del", &xdhcp::netns::names::namespace_name(net)])
                 .output();
         }
         if !std::thread::panicking() {

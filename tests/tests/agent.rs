@@ -207,7 +207,7 @@ fn admin_down_and_network_removal_stop_serving_and_undoing_them_serves_again() {
     )
     .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.log()));
     assert!(vm.dhclient(ANSWERED).has(&ip_addr, 24), "{}", agent.log());
-    let qdhcp = xdhcp::netns::plumb::namespace_name(&net_id);
+    let qdhcp = xdhcp::netns::names::namespace_name(&net_id);
     let ns_exists = |name: &str| {
         std::fs::read_dir("/run/netns")
             .map(|d| d.flatten().any(|e| e.file_name() == name))
@@ -518,8 +518,8 @@ fn ovs_use_veth_false_plugs_an_internal_port_into_the_namespace() {
         .as_str()
         .unwrap()
         .to_string();
-    let tap = xdhcp::netns::plumb::tap_name(&dhcp_port);
-    let qdhcp = xdhcp::netns::plumb::namespace_name(&net_id);
+    let tap = xdhcp::netns::names::tap_name(&dhcp_port);
+    let qdhcp = xdhcp::netns::names::namespace_name(&net_id);
     wait_until(
         "the internal port is up in the namespace with its IP",
         Duration::from_secs(20),

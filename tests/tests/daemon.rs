@@ -140,8 +140,8 @@ fn import_run_answer_follow_changes_and_survive_kill() {
 
     // kill -9: the pinned fast path keeps answering; a restart adopts the
     // attachment (same program on the device, not a second one).
-    let ns = xdhcp::netns::plumb::namespace_name(&net.id);
-    let tap = xdhcp::netns::plumb::tap_name(&net.dhcp_port_id);
+    let ns = xdhcp::netns::names::namespace_name(&net.id);
+    let tap = xdhcp::netns::names::tap_name(&net.dhcp_port_id);
     let prog_before = xdp_prog_id(&ns, &tap).expect("an XDP program on the tap");
     c.stop(true);
     assert_eq!(
@@ -215,8 +215,8 @@ fn a_namespace_created_after_start_is_served() {
     };
     rt.block_on(xdhcp::netns::plumb::plumb(&spec)).unwrap();
     c.wait_attached(&net, Duration::from_secs(5)).unwrap();
-    let ns = xdhcp::netns::plumb::namespace_name(&net.id);
-    let tap = xdhcp::netns::plumb::tap_name(&net.dhcp_port_id);
+    let ns = xdhcp::netns::names::namespace_name(&net.id);
+    let tap = xdhcp::netns::names::tap_name(&net.dhcp_port_id);
     assert!(xdp_prog_id(&ns, &tap).is_some(), "XDP on the tap in {ns}");
 
     // The namespace vanishes: the daemon notices and drops the attachment.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use xdhcp::{
     daemon::pid_file,
     loader::Maps,
-    netns::plumb,
+    netns::names,
     netns::{ip, TempNs},
 };
 use xdhcp_tests::craft::RequestFrame;
@@ -114,7 +114,7 @@ fn a_veth_whose_peer_is_in_another_namespace_is_served() {
     c.import_ok(&Cloud::ports_json(&[&a]));
     // The topology: no bridge, no device in the daemon's namespace;
     // both ends at ifindex 2 of their namespaces.
-    let srv = TempNs::named(&plumb::namespace_name(&net.id)).unwrap();
+    let srv = TempNs::named(&names::namespace_name(&net.id)).unwrap();
     let cli = TempNs::new("xcli").unwrap();
     ip(&[
         "link", "add", "tap0", "netns", &srv.name, "type", "veth", "peer", "eth0", "netns",
@@ -413,7 +413,7 @@ fn sighup_reloads_and_keeps_serving() {
 fn a_namespace_removed_under_plumb_is_plumbed_again() {
     let mut c = Cloud::new();
     let (net, a, sock) = served(&mut c, 77, None);
-    let ns = plumb::namespace_name(&net.id);
+    let ns = names::namespace_name(&net.id);
     ip(&["netns", "del", &ns]).unwrap();
     let t0 = Instant::now();
     eventually("namespace plumbed again", Duration::from_secs(5), || {
@@ -460,7 +460,7 @@ fn deleting_a_network_too_big_for_the_change_log_detaches_it() {
     c.import_ok(&doc);
     c.start(true);
     c.wait_attached(&net, Duration::from_secs(60)).unwrap();
-    let ns = plumb::namespace_name(&net.id);
+    let ns = names::namespace_name(&net.id);
     let holds_67 = || {
         let out = Command::new("ip")
             .args(["netns", "exec", &ns, "ss", "-Hulnp", "sport", "= :67"])
@@ -487,7 +487,7 @@ fn deleting_a_network_too_big_for_the_change_log_detaches_it() {
         c.log()
     );
     eventually("slow path stopped", Duration::from_secs(3), || !holds_67());
-    let tap = plumb::tap_name(&net.dhcp_port_id);
+    let tap = names::tap_name(&net.dhcp_port_id);
     let out = Command::new("ip")
         .args(["-n", &ns, "-j", "-d", "link", "show", "dev", &tap])
         .output()

@@ -29,7 +29,12 @@ fn map_rows(doc: &str) -> Vec<String> {
             continue;
         }
         in_table = true;
-        let first = line.trim_matches('|').split('|').next().unwrap_or("").trim();
+        let first = line
+            .trim_matches('|')
+            .split('|')
+            .next()
+            .unwrap_or("")
+            .trim();
         if let Some(path) = first.strip_prefix('`').and_then(|p| p.strip_suffix('`')) {
             rows.push(path.to_string());
         }
@@ -42,8 +47,7 @@ fn rust_files(dir: &Path, ws: &Path, out: &mut BTreeSet<String>) {
         let path = entry.unwrap().path();
         let rel = path.strip_prefix(ws).unwrap().to_string_lossy().to_string();
         if path.is_dir() {
-            if !["target", ".git", "data"].contains(&path.file_name().unwrap().to_str().unwrap())
-            {
+            if !["target", ".git", "data"].contains(&path.file_name().unwrap().to_str().unwrap()) {
                 rust_files(&path, ws, out);
             }
         } else if rel.ends_with(".rs") {

@@ -25,7 +25,7 @@ use crate::{
     config::oslo::{self, AgentSettings, InterfaceDriver},
     daemon::health::{self, Health},
     daemon::{self, RunOptions, Served},
-    netns::plumb::OvsBridge,
+    netns::ovs::OvsBridge,
     neutron::model::Kind,
     plan::extra_opts,
     store::Db,

@@ -17,6 +17,7 @@ use crate::{
     mapsync::Sync,
     netns,
     netns::plumb::{self, VethPeer},
+    netns::{names, ovs::OvsBridge},
     plan::PlannedNet,
     slowpath::{self, Event, SlowPath},
 };
@@ -46,7 +47,7 @@ pub(super) struct Devices {
     plumb: bool,
     unplumb: bool,
     bridge: Option<String>,
-    ovs: Option<plumb::OvsBridge>,
+    ovs: Option<OvsBridge>,
     fast: FastPath,
     /// Where the slow paths send what they saw.
     events: mpsc::Sender<Event>,
@@ -104,7 +105,7 @@ impl Devices {
         let a = self.attached.get(network_id);
         NetworkHealth {
             net,
-            namespace: plumb::namespace_name(network_id),
+            namespace: names::namespace_name(network_id),
             device: a.map(|a| a.device.clone()),
             xdp: a.and_then(|a| a.mode).map(|m| match m {
                 AttachMode::Native => "native".to_string(),
@@ -182,7 +183,7 @@ impl Devices {
             }
         }
         for (network_id, (net, plan)) in sync.networks() {
-            let namespace = plumb::namespace_name(network_id);
+            let namespace = names::namespace_name(network_id);
             let ns_exists = Path::new("/run/netns").join(&namespace).exists();
             // Attached and its link still on the device (deleting the device,
             // or its namespace, detaches the link): nothing to look at. This

@@ -40,7 +40,7 @@ use crate::{
     },
     loader::{self, bpffs, FastPath},
     mapsync::Sync,
-    netns::plumb,
+    netns::ovs::OvsBridge,
     plan::Model,
     slowpath::Event,
     store::Db,
@@ -59,7 +59,7 @@ pub struct RunOptions {
     pub allow_empty_db: bool,
     /// With `plumb`: plug DHCP devices into this Open vSwitch bridge (the
     /// agent's openvswitch interface driver) instead of a Linux bridge.
-    pub ovs: Option<plumb::OvsBridge>,
+    pub ovs: Option<OvsBridge>,
     /// With `plumb`: also remove what was plumbed for a network that is no
     /// longer served, or for a DHCP port replaced by another (the agent).
     pub unplumb: bool,

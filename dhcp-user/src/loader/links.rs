@@ -1,75 +1,94 @@
 //! Pinned XDP links: what device a pinned link is attached to.
 
-use std::{ffi::CString, os::fd::FromRawFd, os::unix::ffi::OsStrExt, path::Path};
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::unix::ffi::OsStrExt,
+    path::Path,
+};
 
 use anyhow::{bail, Context, Result};
+use aya_obj::generated::{bpf_cmd, bpf_link_info, bpf_link_type};
 
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-/// Offset of `xdp.ifindex` in `struct bpf_link_info` (after type, id, prog_id, padding).
-const XDP_IFINDEX_OFF: usize = 16;
+use super::sys;
 
 /// The ifindex the pinned XDP link at `path` is attached to; 0 when its
 /// device went away (the kernel detaches the link but keeps the object).
 pub fn ifindex(path: &Path) -> Result<u32> {
-    let c_path = CString::new(path.as_os_str().as_bytes())?;
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let get = ObjGet {
-        pathname: c_path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: a valid attr of the size passed; the kernel reads it only.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const ObjGet,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("opening pinned link {}", path.display()));
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    let mut info = [0u8; 128];
-    #[repr(C)]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let attr = InfoByFd {
-        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
-        info_len: info.len() as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: the kernel writes at most info_len bytes into `info`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoByFd,
-            std::mem::size_of::<InfoByFd>(),
-        )
-    };
-    if rc < 0 {
+    let fd = open_pin(path).with_context(|| format!("opening pinned link {}", path.display()))?;
+    let info =
+        link_info(&fd).with_context(|| format!("reading link info of {}", path.display()))?;
+    if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
         bail!(
-            "reading link info of {}: {}",
+            "pinned link {} is not an XDP link (link type {})",
             path.display(),
-            std::io::Error::last_os_error()
+            info.type_
         );
     }
-    Ok(u32::from_ne_bytes(
-        info[XDP_IFINDEX_OFF..XDP_IFINDEX_OFF + 4]
-            .try_into()
-            .unwrap(),
-    ))
+    // SAFETY: `xdp` is the member of the info union the kernel fills for
+    // XDP links, checked just above.
+    Ok(unsafe { info.__bindgen_anon_1.xdp.ifindex })
+}
+
+/// BPF_OBJ_GET: a descriptor of the object pinned at `path`.
+fn open_pin(path: &Path) -> Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("{} holds a NUL byte", path.display()))?;
+    let mut attr = sys::zeroed_attr();
+    attr.__bindgen_anon_4.pathname = c_path.as_ptr() as u64;
+    // SAFETY: the kernel reads the NUL-terminated path, alive until the call returns.
+    let fd = unsafe { sys::bpf(bpf_cmd::BPF_OBJ_GET, &mut attr) }?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_OBJ_GET_INFO_BY_FD on a link.
+fn link_info(fd: &OwnedFd) -> Result<bpf_link_info> {
+    // SAFETY: bpf_link_info is plain integers and unions of them.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut attr = sys::zeroed_attr();
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_link_info>() as u32;
+    attr.info.info = &mut info as *mut bpf_link_info as u64;
+    // SAFETY: the kernel writes at most info_len bytes into `info`.
+    unsafe { sys::bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        loader::{self, bpffs::TempPinDir, AttachMode, FastPath},
+        netns::{self, TempNs},
+    };
+
+    #[test]
+    fn ifindex_is_the_device_of_a_pinned_link_and_0_once_it_went() {
+        let pins = TempPinDir::new("xdhcp-lk").unwrap();
+        let mut fast = FastPath::load(&pins.path).unwrap();
+        let ns = TempNs::new("xdhcp-lk").unwrap();
+        ns.ip(&[
+            "link", "add", "taplk", "type", "veth", "peer", "name", "vmlk",
+        ])
+        .unwrap();
+        let pin = pins.path.join("link");
+        let dev = netns::run_in(&ns.name, || {
+            let (id, _) = loader::attach(fast.pass_program()?, "taplk", AttachMode::Native)?;
+            loader::take_link(fast.pass_program()?, id)?.pin(&pin)?;
+            Ok(nix::net::if_::if_nametoindex("taplk")?)
+        })
+        .unwrap();
+        assert_eq!(ifindex(&pin).unwrap(), dev, "the attached device's ifindex");
+
+        ns.ip(&["link", "del", "taplk"]).unwrap();
+        assert_eq!(ifindex(&pin).unwrap(), 0, "the device went: 0");
+
+        let missing = pins.path.join("no-such-link");
+        let err = format!("{:#}", ifindex(&missing).unwrap_err());
+        assert!(
+            err.contains("no-such-link"),
+            "the error names the pin: {err}"
+        );
+    }
 }

@@ -1,8 +1,10 @@
 //! The embedded XDP object: one program instance per network, attached to that
 //! network's DHCP device.
 
+mod batch;
 pub mod bpffs;
 pub mod links;
+mod sys;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
+use batch::{lookup_all, lookup_each};
 use dhcp_ebpf::{
     map_name, stat, AckRecord, ClientKey, Lease, NetConfig, NetStats, OptsBlob, ENTRY_PROGRAM,
     FAST_PROGRAM, NET_ID_GLOBAL, PASS_PROGRAM,
@@ -317,86 +320,5 @@ impl Maps {
             *slot = per_cpu.iter().sum();
         }
         Ok(out)
-    }
-}
-
-/// Every (key, value) of hash map `map` by BPF_MAP_LOOKUP_BATCH. Entries that
-/// come and go meanwhile may or may not be seen, as with iteration.
-fn lookup_all<K: aya::Pod, V: aya::Pod>(map: &MapData) -> Result<Vec<(K, V)>> {
-    let mut out = Vec::new();
-    lookup_each(map, |k: &K, v: &V| out.push((*k, *v)))?;
-    Ok(out)
-}
-
-/// Calls `f` on every (key, value) of hash map `map`, read as [`lookup_all`]
-/// reads, without holding the whole map in memory.
-fn lookup_each<K: aya::Pod, V: aya::Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> Result<()> {
-    use std::os::fd::{AsFd, AsRawFd};
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    /// The `batch` member of `union bpf_attr`.
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let fd = map.fd().as_fd().as_raw_fd() as u32;
-    let mut chunk = 4096usize;
-    // SAFETY: aya::Pod types are plain data for which all-zero bytes are valid.
-    let zero_k: K = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let zero_v: V = unsafe { std::mem::zeroed() };
-    let (mut keys, mut values) = (vec![zero_k; chunk], vec![zero_v; chunk]);
-    // Hash maps' batch position is a bucket index (u32); none = from the start.
-    let (mut position, mut next): (Option<u32>, u32) = (None, 0);
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: position.as_ref().map_or(0, |p| p as *const u32 as u64),
-            out_batch: &mut next as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: chunk as u32,
-            map_fd: fd,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the kernel writes at most `count` keys and values into the
-        // buffers, which hold `chunk` of each, and one u32 into `next`.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
-        match err.as_ref().and_then(|e| e.raw_os_error()) {
-            None | Some(libc::ENOENT) => {}
-            // One bucket holds more entries than a chunk: try it again, bigger.
-            Some(libc::ENOSPC) if chunk < 1 << 20 => {
-                chunk *= 4;
-                keys.resize(chunk, zero_k);
-                values.resize(chunk, zero_v);
-                continue;
-            }
-            Some(_) => {
-                return Err(err.unwrap()).context("BPF_MAP_LOOKUP_BATCH");
-            }
-        }
-        let n = attr.count as usize;
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            f(k, v);
-        }
-        // ENOENT: the end of the map.
-        if err.is_some() {
-            return Ok(());
-        }
-        position = Some(next);
     }
 }

@@ -1,18 +1,28 @@
-//! Network namespaces: the one rule for working inside one, and throwaway ones.
+//! Network namespaces: the one rule for working inside one, throwaway ones,
+//! and the per-network plumbing (names.rs: Neutron's names; plumb.rs: the
+//! namespace and device layout; rtnl.rs: its rtnetlink calls; ovs.rs: the
+//! Open vSwitch parts).
 //!
-//! setns(2) moves only the calling thread. The daemon's async runtime and its
-//! worker threads must never change namespace (a task resumed on a thread
-//! another task moved would act on the wrong devices), so daemon code does
-//! namespace work only through [`run_in`], on a thread of its own. [`enter`]
-//! is for tests and tools that own their thread; its guard cannot cross
-//! threads.
+//! setns(2) and unshare(2) move only the calling thread. The daemon's async
+//! runtime and its worker threads must never change namespace (a task resumed
+//! on a thread another task moved would act on the wrong devices), so daemon
+//! code does namespace work only through [`run_in`] (or [`run_in_new`]), on a
+//! thread of its own. [`enter`] is for tests and tools that own their thread;
+//! its guard cannot cross threads. These three are the only places that move
+//! a thread between namespaces.
 
+pub mod names;
+pub mod ovs;
 pub mod plumb;
+mod rtnl;
 
 use std::{fs::File, marker::PhantomData, os::fd::AsFd, process::Command};
 
 use anyhow::{bail, Context, Result};
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+/// Where iproute2 (and so Neutron) keeps named network namespaces.
+const NETNS_DIR: &str = "/run/netns";
 
 /// While alive, the current thread is in another network namespace; dropping
 /// it returns the thread to the namespace it came from. It cannot be sent to
@@ -43,7 +53,7 @@ pub fn enter(name: &str) -> Result<Entered> {
 
 /// The path of a named namespace.
 pub fn path(name: &str) -> String {
-    format!("/run/netns/{name}")
+    format!("{NETNS_DIR}/{name}")
 }
 
 /// Runs `f` on a fresh OS thread that has entered namespace `name`, and
@@ -52,16 +62,41 @@ pub fn path(name: &str) -> String {
 pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let target = File::open(path(name))
         .with_context(|| format!("network namespace {name} does not exist"))?;
+    on_own_thread(
+        &format!("network namespace {name}"),
+        move || {
+            setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering network namespace {name}"))
+        },
+        f,
+    )
+}
+
+/// [`run_in`] a new, empty network namespace (unshare(2)): `f` may bind-mount
+/// `/proc/thread-self/ns/net` to keep it.
+pub fn run_in_new<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    on_own_thread(
+        "a new network namespace",
+        || unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)"),
+        f,
+    )
+}
+
+/// Runs `enter` then `f` on a fresh scoped OS thread, returning `f`'s
+/// result; re-raises a panic of either.
+fn on_own_thread<T: Send>(
+    what: &str,
+    enter: impl FnOnce() -> Result<()> + Send,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(scope, move || {
-                setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("entering network namespace {name}"))?;
-                drop(target);
+                enter()?;
                 f()
             })
-            .with_context(|| format!("spawning a thread for network namespace {name}"))?;
+            .with_context(|| format!("spawning a thread for {what}"))?;
         match thread.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -145,4 +180,25 @@ pub fn ip(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn this_thread_ns() -> u64 {
+        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+    }
+
+    #[test]
+    fn run_in_new_runs_in_a_fresh_namespace_and_leaves_the_caller_alone() {
+        let home = this_thread_ns();
+        let inside = run_in_new(|| Ok(this_thread_ns())).unwrap();
+        assert_ne!(inside, home, "f ran in another namespace");
+        assert_eq!(this_thread_ns(), home, "the caller did not move");
+        let err = run_in_new(|| -> Result<()> { bail!("inside") }).unwrap_err();
+        assert_eq!(err.to_string(), "inside", "f's error comes back as it is");
+    }
 }

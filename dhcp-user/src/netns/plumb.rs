@@ -6,19 +6,19 @@
 //!  brq<NET[:11]> ── ns-<PORT[:11]> ═══ veth ═══ tap<PORT[:11]> (port MAC, port IPs)
 //! ```
 //!
-//! Everything goes through rtnetlink and setns(2); nothing shells out to `ip`.
+//! Everything goes through rtnetlink (rtnl.rs; a device changes namespace by
+//! IFLA_NET_NS_FD) and threads that [`crate::netns`] moves; nothing shells out
+//! to `ip`. The names are names.rs's, the OVS parts ovs.rs's.
 //! "Host" means the network namespace of the thread that calls [`plumb`]/[`unplumb`].
 
 use std::{
     fs::{File, OpenOptions},
-    future::Future,
     io::ErrorKind,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     os::{
         fd::AsRawFd,
         unix::fs::{DirBuilderExt, OpenOptionsExt},
     },
-    pin::pin,
 };
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,28 +27,26 @@ use ipnet::Ipv4Net;
 use nix::{
     errno::Errno,
     mount::{mount, umount2, MntFlags, MsFlags},
-    sched::{unshare, CloneFlags},
     sys::statfs::{fstatfs, NSFS_MAGIC},
 };
 use rtnetlink::{
-    packet_route::{
-        address::AddressAttribute,
-        link::{
-            InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
-            XdpAttached,
-        },
-        AddressFamily,
+    packet_route::link::{
+        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached,
     },
     Handle, LinkBridge, LinkUnspec, LinkVeth,
 };
 use tracing::{debug, info, warn};
 
-/// Where iproute2 (and so Neutron) keeps named network namespaces.
-const NETNS_DIR: &str = "/run/netns";
-/// How much of a UUID Neutron keeps in a device name (its DEV_NAME_LEN 14 = prefix + 11).
-const ID_CHARS: usize = 11;
-/// IFNAMSIZ less the NUL.
-const MAX_IFNAME: usize = 15;
+use super::{
+    self as netns,
+    names::{bridge_name, check_ifname, host_side_name, namespace_name, tap_name},
+    ovs::{self, OvsBridge},
+    rtnl::{
+        blocking, connect, delete_link, in_netns, ipv4_addresses, is_errno, link_by_index,
+        link_by_name, must_link, nsid_of, set_link, Observed,
+    },
+    NETNS_DIR,
+};
 
 /// One network's DHCP port, as Neutron describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,17 +66,6 @@ pub struct PlumbSpec {
     pub ovs: Option<OvsBridge>,
 }
 
-/// An Open vSwitch bridge and the OVSDB to reach it through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OvsBridge {
-    /// e.g. `br-int` (`ovs_integration_bridge`).
-    pub bridge: String,
-    /// e.g. `tcp:127.0.0.1:6640` (`[ovs] ovsdb_connection`).
-    pub db: String,
-    /// `ovs_use_veth`: a veth pair (True) or an OVS internal port (False).
-    pub use_veth: bool,
-}
-
 /// The names of what [`plumb`] set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plumbed {
@@ -86,34 +73,6 @@ pub struct Plumbed {
     pub tap: String,
     pub host_side: String,
     pub bridge: String,
-}
-
-/// `qdhcp-<NET>`: the namespace neutron-dhcp-agent uses for a network.
-pub fn namespace_name(network_id: &str) -> String {
-    format!("qdhcp-{network_id}")
-}
-
-/// `tap<PORT[:11]>`: the DHCP port's device, inside the namespace.
-pub fn tap_name(port_id: &str) -> String {
-    format!("tap{}", short_id(port_id))
-}
-
-/// `ns-<PORT[:11]>`: the host end of the DHCP port's veth pair.
-pub fn host_side_name(port_id: &str) -> String {
-    format!("ns-{}", short_id(port_id))
-}
-
-/// `brq<NET[:11]>`: the linuxbridge agent's bridge for a network.
-pub fn bridge_name(network_id: &str) -> String {
-    format!("brq{}", short_id(network_id))
-}
-
-fn short_id(id: &str) -> String {
-    id.chars().take(ID_CHARS).collect()
-}
-
-fn netns_path(ns: &str) -> String {
-    format!("{NETNS_DIR}/{ns}")
 }
 
 /// Creates or repairs the namespace, veth pair and bridge for `spec`; safe to repeat.
@@ -144,9 +103,7 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
         },
     };
     for dev in [&names.tap, &names.host_side, &names.bridge] {
-        if dev.is_empty() || dev.len() > MAX_IFNAME || dev.contains(['/', ' ', ':']) {
-            bail!("{dev:?} is not a valid interface name");
-        }
+        check_ifname(dev)?;
     }
     let net = &spec.network_id;
     let ns = names.namespace.clone();
@@ -156,7 +113,7 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
 
     let host = connect().context("host netns")?;
     if let Some(ovs) = spec.ovs.as_ref().filter(|o| !o.use_veth) {
-        ensure_internal_port(&host, spec, ovs, &names)
+        ovs::ensure_internal_port(&host, spec, ovs, &names)
             .await
             .with_context(|| {
                 format!(
@@ -191,7 +148,7 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
         .await
         .with_context(|| format!("network {net}: {} on {}", names.host_side, names.bridge))?;
     if let Some(ovs) = &spec.ovs {
-        add_ovs_port(spec, ovs, &names.host_side, false)
+        ovs::add_ovs_port(spec, ovs, &names.host_side, false)
             .await
             .with_context(|| {
                 format!(
@@ -201,107 +158,6 @@ pub async fn plumb(spec: &PlumbSpec) -> Result<Plumbed> {
             })?;
     }
     Ok(names)
-}
-
-/// `ovs-vsctl --may-exist add-port BRIDGE PORT -- set Interface PORT
-/// [type=internal] external_ids:…` with the DHCP port's iface-id,
-/// attached-mac and iface-status=active, as neutron's OVSInterfaceDriver
-/// sets them.
-async fn add_ovs_port(spec: &PlumbSpec, ovs: &OvsBridge, port: &str, internal: bool) -> Result<()> {
-    let mac = crate::neutron::model::format_mac(&spec.mac);
-    let mut args = vec![
-        "--may-exist".to_string(),
-        "add-port".into(),
-        ovs.bridge.clone(),
-        port.into(),
-        "--".into(),
-        "set".into(),
-        "Interface".into(),
-        port.into(),
-    ];
-    if internal {
-        args.push("type=internal".into());
-    }
-    args.extend([
-        format!("external_ids:iface-id={}", spec.port_id),
-        format!("external_ids:attached-mac={mac}"),
-        "external_ids:iface-status=active".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ovs_vsctl(&ovs.db, &args).await
-}
-
-/// `ovs_use_veth = False`: the OVS internal port `tap<PORT[:11]>`, created
-/// by ovs-vswitchd in the host namespace and moved into the qdhcp namespace
-/// (as neutron does), unless it is there already.
-async fn ensure_internal_port(
-    host: &Handle,
-    spec: &PlumbSpec,
-    ovs: &OvsBridge,
-    names: &Plumbed,
-) -> Result<()> {
-    add_ovs_port(spec, ovs, &names.tap, true).await?;
-    let tap = names.tap.clone();
-    let in_ns = in_netns(&names.namespace, move |h| async move {
-        Ok(link_by_name(&h, &tap).await?.is_some())
-    })
-    .await?;
-    if in_ns {
-        return Ok(());
-    }
-    // ovs-vswitchd creates the device asynchronously after the transaction.
-    let t0 = std::time::Instant::now();
-    let link = loop {
-        if let Some(link) = link_by_name(host, &names.tap).await? {
-            break link;
-        }
-        if t0.elapsed() > std::time::Duration::from_secs(10) {
-            bail!(
-                "ovs-vswitchd created no device {} within 10 s (is the bridge's datapath one with \
-                 kernel devices: system or netdev?)",
-                names.tap
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    let ns_file = File::open(netns_path(&names.namespace))
-        .with_context(|| format!("opening namespace {}", names.namespace))?;
-    // The MAC before the move, as neutron sets it (ovs-vswitchd may still
-    // be watching the device by name in its own namespace).
-    set_link(
-        host,
-        LinkUnspec::new_with_index(link.header.index)
-            .address(spec.mac.to_vec())
-            .build(),
-        &names.tap,
-        "setting the MAC",
-    )
-    .await?;
-    let msg = LinkUnspec::new_with_index(link.header.index)
-        .setns_by_fd(ns_file.as_raw_fd())
-        .build();
-    set_link(host, msg, &names.tap, "moving into the namespace").await?;
-    info!(port = %names.tap, bridge = %ovs.bridge, namespace = %names.namespace, "moved OVS internal port into namespace");
-    Ok(())
-}
-
-/// Runs `ovs-vsctl --db=DB --timeout=10 ARGS…`, failing with its stderr.
-async fn ovs_vsctl(db: &str, args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new("ovs-vsctl")
-        .arg(format!("--db={db}"))
-        .arg("--timeout=10")
-        .args(args)
-        .output()
-        .await
-        .context("running ovs-vsctl (openvswitch-switch)")?;
-    if !out.status.success() {
-        bail!(
-            "ovs-vsctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Undoes [`plumb`] of a DHCP port that went (or moved to another port):
@@ -346,7 +202,7 @@ async fn remove_devices(
     let (inside, outside) = match ovs {
         Some(ovs) => {
             let port = tap_name(port_id);
-            ovs_vsctl(&ovs.db, &["--if-exists", "del-port", &ovs.bridge, &port]).await?;
+            ovs::ovs_vsctl(&ovs.db, &["--if-exists", "del-port", &ovs.bridge, &port]).await?;
             if ovs.use_veth {
                 (host_side_name(port_id), port)
             } else {
@@ -399,68 +255,11 @@ pub async fn remove_bridge_if_unused(name: &str) -> Result<bool> {
     }
 }
 
-/// Runs `f` on a thread of its own inside namespace `ns` ([`netns::run_in`]).
-pub fn run_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    crate::netns::run_in(ns, f)
-}
-
-/// Runs `f` with an rtnetlink handle bound to namespace `ns`, on a current-thread runtime
-/// inside a [`run_in_netns`] thread (a netlink socket belongs to its creator's netns).
-pub fn netlink_in_netns<T, F, Fut>(ns: &str, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T>>,
-{
-    let name = ns.to_owned();
-    run_in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building a runtime")?;
-        rt.block_on(async move {
-            let handle = connect().with_context(|| format!("network namespace {name}"))?;
-            f(handle).await
-        })
-    })
-}
-
-/// [`netlink_in_netns`] without blocking the caller's runtime.
-async fn in_netns<T, F, Fut>(ns: &str, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T>>,
-{
-    let ns = ns.to_owned();
-    blocking(move || netlink_in_netns(&ns, f)).await
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(anyhow!("blocking task: {e}")),
-    }
-}
-
-/// An rtnetlink handle in the calling thread's netns, its connection driven by the
-/// current runtime (it ends when the last handle clone is dropped).
-fn connect() -> Result<Handle> {
-    let (connection, handle, _) =
-        rtnetlink::new_connection().context("opening an rtnetlink socket")?;
-    tokio::spawn(connection);
-    Ok(handle)
-}
-
 // ---- namespaces -------------------------------------------------------------------------
 
 /// Whether `/run/netns/<ns>` is a mounted namespace (not a file left by a failed create).
 fn namespace_exists(ns: &str) -> bool {
-    File::open(netns_path(ns))
+    File::open(netns::path(ns))
         .and_then(|f| fstatfs(&f).map_err(Into::into))
         .is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
@@ -471,7 +270,7 @@ fn ensure_namespace(ns: &str) -> Result<()> {
         return Ok(());
     }
     make_netns_dir_shared()?;
-    let path = netns_path(ns);
+    let path = netns::path(ns);
     // O_EXCL-less: a file left by an interrupted create is reused, not an error.
     OpenOptions::new()
         .read(true)
@@ -481,21 +280,16 @@ fn ensure_namespace(ns: &str) -> Result<()> {
         .mode(0o000)
         .open(&path)
         .with_context(|| format!("creating {path}"))?;
-    let target = path.clone();
-    // unshare() moves only the calling thread, so give it a thread of its own.
-    let made = std::thread::spawn(move || -> Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    let made = super::run_in_new(|| {
         mount(
             Some("/proc/thread-self/ns/net"),
-            target.as_str(),
+            path.as_str(),
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .with_context(|| format!("bind-mounting the new namespace on {target}"))
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        .with_context(|| format!("bind-mounting the new namespace on {path}"))
+    });
     if made.is_err() {
         let _ = std::fs::remove_file(&path);
     } else {
@@ -540,7 +334,7 @@ fn make_netns_dir_shared() -> Result<()> {
 
 /// `ip netns del`, quiet about what is already gone.
 fn remove_namespace(ns: &str) -> Result<()> {
-    let path = netns_path(ns);
+    let path = netns::path(ns);
     match umount2(path.as_str(), MntFlags::MNT_DETACH) {
         Ok(()) => info!(namespace = ns, "removed network namespace"),
         // EINVAL: not mounted (a stale file); ENOENT: no file.
@@ -552,96 +346,6 @@ fn remove_namespace(ns: &str) -> Result<()> {
             Err(e).with_context(|| format!("removing {path}"))
         }
         _ => Ok(()),
-    }
-}
-
-// ---- links ------------------------------------------------------------------------------
-
-/// What plumbing cares about in a link.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Observed {
-    index: u32,
-    up: bool,
-    mac: Vec<u8>,
-    mtu: Option<u32>,
-    controller: Option<u32>,
-    /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's netns).
-    peer: Option<u32>,
-    is_bridge: bool,
-}
-
-impl Observed {
-    fn of(link: &LinkMessage) -> Self {
-        let mut seen = Observed {
-            index: link.header.index,
-            up: link.header.flags.contains(LinkFlags::Up),
-            ..Default::default()
-        };
-        for attr in &link.attributes {
-            match attr {
-                LinkAttribute::Address(mac) => seen.mac = mac.clone(),
-                LinkAttribute::Mtu(mtu) => seen.mtu = Some(*mtu),
-                LinkAttribute::Controller(index) => seen.controller = Some(*index),
-                LinkAttribute::Link(index) => seen.peer = Some(*index),
-                LinkAttribute::LinkInfo(infos) => {
-                    seen.is_bridge = infos
-                        .iter()
-                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)))
-                }
-                _ => {}
-            }
-        }
-        seen
-    }
-}
-
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
-}
-
-async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    let mut links = pin!(handle.link().get().match_name(name).execute());
-    match links.try_next().await {
-        Ok(link) => Ok(link),
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
-    }
-}
-
-async fn link_by_index(handle: &Handle, index: u32) -> Result<Option<LinkMessage>> {
-    let mut links = pin!(handle.link().get().match_index(index).execute());
-    match links.try_next().await {
-        Ok(link) => Ok(link),
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("looking up link #{index}")),
-    }
-}
-
-async fn must_link(handle: &Handle, name: &str) -> Result<Observed> {
-    link_by_name(handle, name)
-        .await?
-        .map(|l| Observed::of(&l))
-        .ok_or_else(|| anyhow!("link {name} is missing"))
-}
-
-async fn set_link(handle: &Handle, msg: LinkMessage, name: &str, what: &str) -> Result<()> {
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .with_context(|| format!("{what} on {name}"))
-}
-
-async fn delete_link(handle: &Handle, link: &LinkMessage, name: &str) -> Result<()> {
-    match handle.link().del(link.header.index).execute().await {
-        Ok(()) => {
-            info!(link = name, "deleted link");
-            Ok(())
-        }
-        // Gone meanwhile, e.g. with its veth peer.
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("deleting link {name}")),
     }
 }
 
@@ -657,7 +361,7 @@ async fn ensure_bridge(host: &Handle, name: &str) -> Result<Observed> {
         match add {
             Ok(()) => info!(bridge = name, "created bridge"),
             // Created meanwhile by someone else: fine, checked below.
-            Err(e) if is_errno(&e, libc::EEXIST) => {}
+            Err(e) if is_errno(&e, Errno::EEXIST) => {}
             Err(e) => return Err(e).with_context(|| format!("creating bridge {name}")),
         }
     }
@@ -680,7 +384,7 @@ async fn ensure_bridge(host: &Handle, name: &str) -> Result<Observed> {
 
 /// The tap is in the namespace, the host side in the host, and they are each other's peer.
 async fn ensure_veth(host: &Handle, names: &Plumbed) -> Result<()> {
-    let ns_file = File::open(netns_path(&names.namespace))
+    let ns_file = File::open(netns::path(&names.namespace))
         .with_context(|| format!("opening namespace {}", names.namespace))?;
     let tap_in_ns = || {
         let tap = names.tap.clone();
@@ -785,7 +489,7 @@ async fn configure_tap(spec: &PlumbSpec, names: &Plumbed) -> Result<()> {
                 debug!(link = %tap_name, %net, "removing address");
                 match h.address().del(msg).execute().await {
                     // Went with a primary address it was secondary to.
-                    Err(e) if is_errno(&e, libc::EADDRNOTAVAIL) => {}
+                    Err(e) if is_errno(&e, Errno::EADDRNOTAVAIL) => {}
                     r => r.with_context(|| format!("removing {net} from {tap_name}"))?,
                 }
             }
@@ -817,40 +521,6 @@ async fn configure_tap(spec: &PlumbSpec, names: &Plumbed) -> Result<()> {
         Ok(())
     })
     .await
-}
-
-/// The IPv4 addresses on link `index`, with the messages that delete them.
-async fn ipv4_addresses(
-    h: &Handle,
-    index: u32,
-) -> Result<Vec<(Ipv4Net, rtnetlink::packet_route::address::AddressMessage)>> {
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .with_context(|| format!("listing addresses of link #{index}"))?;
-    let mut out = Vec::new();
-    for msg in msgs {
-        if msg.header.family != AddressFamily::Inet || msg.header.index != index {
-            continue;
-        }
-        // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on p2p links).
-        let addr = msg
-            .attributes
-            .iter()
-            .fold(None::<Ipv4Addr>, |found, a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                AddressAttribute::Address(IpAddr::V4(ip)) => found.or(Some(*ip)),
-                _ => found,
-            });
-        if let Some(net) = addr.and_then(|a| Ipv4Net::new(a, msg.header.prefix_len).ok()) {
-            out.push((net, msg));
-        }
-    }
-    Ok(out)
 }
 
 /// In the host: the host side has the MTU, is a port of the Linux bridge
@@ -986,7 +656,7 @@ pub async fn dhcp_device(ns: &str, dev: &str) -> Result<DhcpDevice> {
 /// The caller's-namespace veth at `index`, checked to point back at ifindex
 /// `dev_index` in `ns` (by IFLA_LINK and IFLA_LINK_NETNSID).
 async fn peer_in_host(host: &Handle, dev_index: u32, index: u32, ns: &str) -> Result<VethPeer> {
-    let target = File::open(netns_path(ns)).with_context(|| format!("opening {ns}"))?;
+    let target = File::open(netns::path(ns)).with_context(|| format!("opening {ns}"))?;
     let ns_id = nsid_of(host, &target).await?;
     let link = link_by_index(host, index)
         .await?
@@ -1007,40 +677,6 @@ async fn peer_in_host(host: &Handle, dev_index: u32, index: u32, ns: &str) -> Re
         .ok_or_else(|| anyhow!("ifindex {index} has no name"))
 }
 
-/// The id the namespace of `handle` gives the namespace `target` (RTM_GETNSID);
-/// `None` when it has given it none.
-async fn nsid_of(handle: &Handle, target: &File) -> Result<Option<i32>> {
-    use futures::StreamExt;
-    use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
-    use rtnetlink::packet_route::{
-        nsid::{NsidAttribute, NsidMessage},
-        RouteNetlinkMessage,
-    };
-    let mut msg = NsidMessage::default();
-    msg.attributes
-        .push(NsidAttribute::Fd(target.as_raw_fd() as u32));
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
-    req.header.flags = NLM_F_REQUEST;
-    let mut replies = handle
-        .clone()
-        .request(req)
-        .map_err(|e| anyhow!("RTM_GETNSID: {e}"))?;
-    while let Some(reply) = replies.next().await {
-        match reply.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
-                let id = m.attributes.iter().find_map(|a| match a {
-                    NsidAttribute::Id(id) => Some(*id),
-                    _ => None,
-                });
-                return Ok(id.filter(|id| *id >= 0));
-            }
-            NetlinkPayload::Error(e) => bail!("RTM_GETNSID: {e}"),
-            _ => {}
-        }
-    }
-    bail!("RTM_GETNSID: no answer")
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -1049,45 +685,8 @@ mod tests {
     };
 
     use super::*;
-
-    #[test]
-    fn names_follow_neutron() {
-        let cases = [
-            // (description, function, input, expected)
-            (
-                "namespace keeps the whole network id",
-                namespace_name as fn(&str) -> String,
-                "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
-                "qdhcp-5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
-            ),
-            (
-                "tap keeps 11 chars of the port id",
-                tap_name,
-                "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
-                "tap5e1c2d3a-4f",
-            ),
-            (
-                "host side keeps 11 chars of the port id",
-                host_side_name,
-                "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab",
-                "ns-5e1c2d3a-4f",
-            ),
-            (
-                "bridge keeps 11 chars of the network id",
-                bridge_name,
-                "0a1b2c3d-0000-4b6b-9a7e-0123456789ab",
-                "brq0a1b2c3d-00",
-            ),
-            ("short ids are kept whole", tap_name, "abc", "tapabc"),
-        ];
-        for (what, f, input, want) in cases {
-            assert_eq!(f(input), want, "{what}");
-        }
-        let uuid = "5e1c2d3a-4f00-4b6b-9a7e-0123456789ab";
-        for name in [tap_name(uuid), host_side_name(uuid), bridge_name(uuid)] {
-            assert!(name.len() <= MAX_IFNAME, "{name} fits IFNAMSIZ");
-        }
-    }
+    use crate::netns::rtnl::netlink_in_netns;
+    use std::future::Future;
 
     /// A made-up network no parallel run shares; unplumbed (with its bridge) on drop.
     struct TestNet {
@@ -1210,9 +809,9 @@ mod tests {
         let ns = namespace_name(&spec.network_id);
         assert!(!namespace_exists(&ns), "namespace {ns} is gone");
         assert!(
-            !std::path::Path::new(&netns_path(&ns)).exists(),
+            !std::path::Path::new(&netns::path(&ns)).exists(),
             "{} is gone",
-            netns_path(&ns)
+            netns::path(&ns)
         );
         for dev in [
             host_side_name(&spec.port_id),

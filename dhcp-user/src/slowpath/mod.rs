@@ -9,8 +9,9 @@
 pub mod reply;
 
 use std::{
+    io::IoSliceMut,
     net::{Ipv4Addr, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -27,6 +28,13 @@ use dhcp_ebpf::{
     ClientKey, OPTS_MAX,
 };
 use dhcproto::{v4, Decodable, Decoder};
+use nix::{
+    net::if_::if_nametoindex,
+    poll::{poll, PollFd, PollFlags},
+    sys::socket::{
+        recvmsg, send, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
+    },
+};
 
 use crate::{
     loader::Maps,
@@ -164,27 +172,29 @@ pub fn spawn(
 }
 
 fn packet_socket(ifname: &str) -> Result<OwnedFd> {
-    let c = std::ffi::CString::new(ifname)?;
-    // SAFETY: plain libc calls with checked results.
-    unsafe {
-        let ifindex = libc::if_nametoindex(c.as_ptr());
-        anyhow::ensure!(ifindex != 0, "no device {ifname}");
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
-        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
+    let ifindex = if_nametoindex(ifname).with_context(|| format!("no device {ifname}"))?;
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::EthAll,
+    )
+    .context("socket")?;
+    // libc: nix 0.30 has no way to build the LinkAddr (sockaddr_ll) to bind to.
+    // SAFETY: a zeroed sockaddr_ll is valid; bind reads it for the size passed.
+    let rc = unsafe {
         let mut addr: libc::sockaddr_ll = std::mem::zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
+        addr.sll_protocol = SockProtocol::EthAll as u16; // network byte order
         addr.sll_ifindex = ifindex as i32;
-        let rc = libc::bind(
+        libc::bind(
             fd.as_raw_fd(),
             &addr as *const _ as *const libc::sockaddr,
             std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        anyhow::ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
-        Ok(fd)
-    }
+        )
+    };
+    anyhow::ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+    Ok(fd)
 }
 
 struct Worker {
@@ -201,13 +211,8 @@ impl Worker {
         let mut buf = vec![0u8; 9216];
         let mut drain = [0u8; 1500];
         while !stop.load(Ordering::Relaxed) {
-            let mut pfd = libc::pollfd {
-                fd: self.raw.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+            let mut pfd = [PollFd::new(self.raw.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut pfd, 200u8), Ok(n) if n > 0) {
                 continue;
             }
             while self
@@ -215,23 +220,23 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|u| u.recv_from(&mut drain).is_ok())
             {}
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: buffer and address are valid for their lengths.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.raw.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    &mut from as *mut _ as *mut libc::sockaddr,
-                    &mut from_len,
-                )
+            let received = recvmsg::<LinkAddr>(
+                self.raw.as_raw_fd(),
+                &mut [IoSliceMut::new(&mut buf)],
+                None,
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(|m| (m.bytes, m.address));
+            let n = match received {
+                Ok((n, from)) if n > 0 => {
+                    if from.is_some_and(|a| a.pkttype() == libc::PACKET_OUTGOING) {
+                        continue;
+                    }
+                    n
+                }
+                _ => continue,
             };
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            if let Err(e) = self.handle(&buf[..n as usize]) {
+            if let Err(e) = self.handle(&buf[..n]) {
                 tracing::debug!(net = self.net, "slow path dropped a request: {e:#}");
                 self.count(Counter::Dropped);
             }
@@ -377,13 +382,8 @@ impl Worker {
     }
 
     fn send(&self, frame: &[u8]) -> Result<()> {
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::send(self.raw.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        anyhow::ensure!(
-            n == frame.len() as isize,
-            "send: {}",
-            std::io::Error::last_os_error()
-        );
+        let n = send(self.raw.as_raw_fd(), frame, MsgFlags::empty()).context("send")?;
+        anyhow::ensure!(n == frame.len(), "send: {n} of {} bytes", frame.len());
         Ok(())
     }
 }
