@@ -1,7 +1,11 @@
 //! `xdhcp leases`, `xdhcp stats`, `xdhcp ports`, `xdhcp status`: what the
 //! maps, the lease store and the daemon's status file hold, as a table or as JSON.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{btree_map::Entry, BTreeMap},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 use dhcp_ebpf::{stat, EXPIRES_NEVER, LEASE_INFINITE, OPTS_MAX};
@@ -10,9 +14,9 @@ use xdhcp::{
     daemon::health,
     daemon::{self, boottime_ns, unix_now},
     loader::Maps,
-    neutron::model::format_mac,
+    neutron::model::{format_mac, MacAddr},
     slowpath::Counter,
-    store::{Db, LeaseRecord},
+    store::{Db, LeaseRecord, LeaseState},
 };
 
 /// The pinned maps, if a fast path is pinned at `bpffs`.
@@ -27,41 +31,47 @@ fn net_names(db: &Db) -> Result<BTreeMap<u32, String>> {
 /// Lease store rows, updated with what the fast path granted since the daemon last recorded.
 pub fn leases(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
     let db = Db::open_read_only(db_path)?;
-    let mut rows: BTreeMap<(String, String), LeaseRecord> = db
+    let mut rows: BTreeMap<(String, MacAddr), LeaseRecord> = db
         .leases()?
         .into_iter()
-        .map(|l| ((l.network_id.clone(), l.mac.clone()), l))
+        .map(|l| ((l.network_id.clone(), l.mac), l))
         .collect();
     if let Some(maps) = maps(bpffs) {
         let names = net_names(&db)?;
         let (boot, unix) = (boottime_ns(), unix_now());
         for (key, rec) in maps.all_acks()? {
-            let network = names
+            let network_id = names
                 .get(&key.net)
                 .cloned()
                 .unwrap_or_else(|| format!("net-{}", key.net));
-            let mac = format_mac(&key.mac);
+            let mac = MacAddr(key.mac);
             let acked = unix.saturating_sub(boot.saturating_sub(rec.acked_ns) / 1_000_000_000);
-            let row = rows
-                .entry((network.clone(), mac.clone()))
-                .or_insert_with(|| LeaseRecord {
-                    network_id: network,
-                    mac,
-                    ip: Ipv4Addr::from(rec.ip),
-                    port_id: String::new(),
-                    expires: None,
-                    state: String::new(),
-                    updated: 0,
-                });
-            if row.state.is_empty() || acked > row.updated {
-                row.ip = Ipv4Addr::from(rec.ip);
-                row.state = "bound".into();
-                row.updated = acked;
-                row.expires = (rec.expires_ns != EXPIRES_NEVER).then(|| {
+            let bound = LeaseRecord {
+                network_id: network_id.clone(),
+                mac,
+                ip: Ipv4Addr::from(rec.ip),
+                port_id: String::new(),
+                expires: (rec.expires_ns != EXPIRES_NEVER).then(|| {
                     unix.saturating_add_signed(
                         ((rec.expires_ns as i128 - boot as i128) / 1_000_000_000) as i64,
                     )
-                });
+                }),
+                state: LeaseState::Bound,
+                updated: acked,
+            };
+            // The map's ACK is newer than the daemon's last record: it is the lease now.
+            match rows.entry((network_id, mac)) {
+                Entry::Vacant(e) => {
+                    e.insert(bound);
+                }
+                Entry::Occupied(mut e) if acked > e.get().updated => {
+                    let row = e.get_mut();
+                    row.ip = bound.ip;
+                    row.state = bound.state;
+                    row.updated = bound.updated;
+                    row.expires = bound.expires;
+                }
+                Entry::Occupied(_) => {}
             }
         }
     }

@@ -30,10 +30,10 @@ use crate::{
     netns,
     netns::plumb,
     netns::plumb::VethPeer,
-    neutron::model::{format_mac, Change, Kind},
+    neutron::model::{format_mac, Change, Kind, MacAddr},
     plan::{Model, PlannedNet},
     slowpath::{self, Event, SlowPath},
-    store::{ChangeLogGap, Db, LeaseRecord},
+    store::{ChangeLogGap, Db, LeaseRecord, LeaseState},
 };
 
 /// How `xdhcp run` was asked to run.
@@ -1055,12 +1055,14 @@ impl Daemon {
                         .or_default() += 1;
                     Ok(())
                 }
-                Event::Released { net, mac, ip } => self.record_event(net, mac, ip, "released"),
+                Event::Released { net, mac, ip } => {
+                    self.record_event(net, mac, ip, LeaseState::Released)
+                }
                 Event::Declined { net, mac, ip } => {
                     let network = self.network_of(net).unwrap_or_default();
                     let port = self.port_of(&network, mac);
                     tracing::warn!(network = %network, port = %port, ip = %ip, mac = %format_mac(&mac), "DHCPDECLINE: the client says its address is in use");
-                    self.record_event(net, mac, ip, "declined")
+                    self.record_event(net, mac, ip, LeaseState::Declined)
                 }
             };
             if let Err(e) = result {
@@ -1069,17 +1071,23 @@ impl Daemon {
         }
     }
 
-    fn record_event(&mut self, net: u32, mac: [u8; 6], ip: Ipv4Addr, state: &str) -> Result<()> {
+    fn record_event(
+        &mut self,
+        net: u32,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        state: LeaseState,
+    ) -> Result<()> {
         let network = self.network_of(net).unwrap_or_default();
         let port_id = self.port_of(&network, mac);
         let now = unix_now();
         self.db.record_lease(&LeaseRecord {
             network_id: network,
-            mac: format_mac(&mac),
+            mac: MacAddr(mac),
             ip,
             port_id,
             expires: Some(now),
-            state: state.to_string(),
+            state,
             updated: now,
         })?;
         let key = ClientKey::new(net, mac);
@@ -1138,11 +1146,11 @@ impl Daemon {
                 unix.saturating_sub((boot_now.saturating_sub(rec.acked_ns)) / 1_000_000_000);
             records.push(LeaseRecord {
                 network_id: network.to_string(),
-                mac: format_mac(&key.mac),
+                mac: MacAddr(key.mac),
                 ip: Ipv4Addr::from(rec.ip),
                 port_id: by_mac.get(&key.mac).unwrap_or(&"").to_string(),
                 expires,
-                state: "bound".into(),
+                state: LeaseState::Bound,
                 updated,
             });
         }
