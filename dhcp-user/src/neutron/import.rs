@@ -308,29 +308,29 @@ fn check_fixed_ips(name: &str, p: &Port, subnets: &HashMap<&str, &Subnet>) -> Re
 mod tests {
     use super::*;
 
-    const NET: &str = "4a1b7c3e-0000-4000-8000-000000000001";
+    const NETWORK_ID: &str = "4a1b7c3e-0000-4000-8000-000000000001";
     const SUB: &str = "9d2c0f1a-0000-4000-8000-000000000002";
 
     /// A good document in Neutron's shape, with fields xdhcp ignores.
     fn good_json() -> String {
         format!(
             r#"{{
-  "networks": [{{"id": "{NET}", "name": "private", "mtu": 1450, "status": "ACTIVE", "shared": false}}],
-  "subnets": [{{"id": "{SUB}", "network_id": "{NET}", "ip_version": 4, "cidr": "10.0.0.0/24",
+  "networks": [{{"id": "{NETWORK_ID}", "name": "private", "mtu": 1450, "status": "ACTIVE", "shared": false}}],
+  "subnets": [{{"id": "{SUB}", "network_id": "{NETWORK_ID}", "ip_version": 4, "cidr": "10.0.0.0/24",
                "gateway_ip": "10.0.0.1", "enable_dhcp": true, "dns_nameservers": ["8.8.8.8"],
                "host_routes": [{{"destination": "192.168.7.0/24", "nexthop": "10.0.0.254"}}],
                "allocation_pools": [{{"start": "10.0.0.2", "end": "10.0.0.200"}}],
                "ipv6_ra_mode": null, "tenant_id": "t"}},
-              {{"id": "v6sub", "network_id": "{NET}", "ip_version": 6, "cidr": "fd00::/64",
+              {{"id": "v6sub", "network_id": "{NETWORK_ID}", "ip_version": 6, "cidr": "fd00::/64",
                "gateway_ip": null}}],
-  "ports": [{{"id": "port-a", "network_id": "{NET}", "mac_address": "FA:16:3E:00:00:01",
+  "ports": [{{"id": "port-a", "network_id": "{NETWORK_ID}", "mac_address": "FA:16:3E:00:00:01",
              "fixed_ips": [{{"subnet_id": "{SUB}", "ip_address": "10.0.0.5"}},
                            {{"subnet_id": "v6sub", "ip_address": "fd00::5"}}],
              "device_owner": "compute:nova", "dns_name": "",
              "extra_dhcp_opts": [{{"opt_name": "tftp-server", "opt_value": "10.0.0.9", "ip_version": 4}},
                                  {{"opt_name": "bootfile-name", "opt_value": "pxelinux.0"}}],
              "admin_state_up": true, "binding:host_id": "h1"}},
-            {{"id": "port-dhcp", "network_id": "{NET}", "mac_address": "fa:16:3e:00:00:02",
+            {{"id": "port-dhcp", "network_id": "{NETWORK_ID}", "mac_address": "fa:16:3e:00:00:02",
              "fixed_ips": [{{"subnet_id": "{SUB}", "ip_address": "10.0.0.2"}}],
              "device_owner": "network:dhcp", "dns_name": "host-2"}}]
 }}"#

@@ -290,19 +290,19 @@ mod tests {
     use super::*;
     use crate::slowpath::reply::tlvs;
 
-    const NET: &str = "net-1";
+    const NETWORK_ID: &str = "net-1";
 
     /// A network with one subnet, a DHCP port, a VM port and (optionally) a router port.
     fn model(edit: impl FnOnce(&mut serde_json::Value)) -> Model {
         let mut doc = serde_json::json!({
-            "networks": [{"id": NET, "name": "n", "mtu": 1450}],
-            "subnets": [{"id": "sub-1", "network_id": NET, "ip_version": 4, "cidr": "10.0.0.0/24",
+            "networks": [{"id": NETWORK_ID, "name": "n", "mtu": 1450}],
+            "subnets": [{"id": "sub-1", "network_id": NETWORK_ID, "ip_version": 4, "cidr": "10.0.0.0/24",
                          "gateway_ip": "10.0.0.1", "enable_dhcp": true, "dns_nameservers": ["10.0.0.53"],
                          "host_routes": [], "allocation_pools": []}],
             "ports": [
-                {"id": "dhcp-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:02", "device_owner": "network:dhcp",
+                {"id": "dhcp-1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:02", "device_owner": "network:dhcp",
                  "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.2"}]},
-                {"id": "vm-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:05", "device_owner": "compute:nova",
+                {"id": "vm-1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:05", "device_owner": "compute:nova",
                  "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.5"}]}
             ]
         });
@@ -317,7 +317,7 @@ mod tests {
 
     fn router_port(doc: &mut serde_json::Value) {
         doc["ports"].as_array_mut().unwrap().push(serde_json::json!(
-            {"id": "rtr-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:01",
+            {"id": "rtr-1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:01",
              "device_owner": "network:router_interface", "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.1"}]}));
     }
 
@@ -329,7 +329,7 @@ mod tests {
     }
 
     fn vm(m: &Model, cfg: &AgentConfig) -> Option<PlannedLease> {
-        m.plan(NET, cfg)?
+        m.plan(NETWORK_ID, cfg)?
             .leases
             .into_iter()
             .find(|l| l.port_id == "vm-1")
