@@ -740,7 +740,7 @@ mod tests {
         assert_eq!(doc.networks[0].mtu, Some(1500));
         assert_eq!(doc.subnets.len(), 1);
         assert_eq!(doc.ports.len(), 1);
-        assert_eq!(doc.ports[0].mac_address, "fa:16:3e:11:11:11");
+        assert_eq!(doc.ports[0].mac_address.to_string(), "fa:16:3e:11:11:11");
     }
 
     #[test]

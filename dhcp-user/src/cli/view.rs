@@ -17,7 +17,7 @@ use xdhcp::{
         leases::{lease_row, Clocks},
     },
     loader::Maps,
-    neutron::model::format_mac,
+    neutron::model::{format_mac, MacAddr},
     slowpath::Counter,
     store::{Db, LeaseRecord},
 };
@@ -34,28 +34,28 @@ fn net_names(db: &Db) -> Result<BTreeMap<u32, String>> {
 /// Lease store rows, updated with what the fast path granted since the daemon last recorded.
 pub fn leases(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
     let db = Db::open_read_only(db_path)?;
-    let mut rows: BTreeMap<(String, String), LeaseRecord> = db
+    let mut rows: BTreeMap<(String, MacAddr), LeaseRecord> = db
         .leases()?
         .into_iter()
-        .map(|l| ((l.network_id.clone(), l.mac.clone()), l))
+        .map(|l| ((l.network_id.clone(), l.mac), l))
         .collect();
     if let Some(maps) = maps(bpffs) {
         let names = net_names(&db)?;
         let at = Clocks::now();
         for (key, rec) in maps.all_acks()? {
-            let network = names
+            let network_id = names
                 .get(&key.net)
                 .cloned()
                 .unwrap_or_else(|| format!("net-{}", key.net));
             // The port is the stored row's: the maps do not know it.
-            let acked = lease_row(&key, &rec, network, String::new(), at);
-            match rows.entry((acked.network_id.clone(), acked.mac.clone())) {
+            let acked = lease_row(&key, &rec, network_id, String::new(), at);
+            match rows.entry((acked.network_id.clone(), acked.mac)) {
                 Entry::Vacant(e) => {
                     e.insert(acked);
                 }
                 Entry::Occupied(mut e) => {
                     let row = e.get_mut();
-                    if row.state.is_empty() || acked.updated > row.updated {
+                    if acked.updated > row.updated {
                         *row = LeaseRecord {
                             port_id: std::mem::take(&mut row.port_id),
                             ..acked

@@ -14,9 +14,9 @@ use dhcp_ebpf::{AckRecord, ClientKey, EXPIRES_NEVER};
 use crate::{
     daemon::{follow::NetIds, Daemon},
     mapsync::Sync,
-    neutron::model::format_mac,
+    neutron::model::MacAddr,
     slowpath::Event,
-    store::{Db, LeaseRecord},
+    store::{Db, LeaseRecord, LeaseState},
 };
 
 /// A client's lease row is rewritten for a renewal of the same address at most
@@ -61,11 +61,11 @@ pub fn lease_row(
         .saturating_sub(at.boot_ns.saturating_sub(rec.acked_ns) / 1_000_000_000);
     LeaseRecord {
         network_id,
-        mac: format_mac(&key.mac),
+        mac: MacAddr(key.mac),
         ip: Ipv4Addr::from(rec.ip),
         port_id,
         expires,
-        state: "bound".into(),
+        state: LeaseState::Bound,
         updated,
     }
 }
@@ -145,17 +145,17 @@ impl LeaseRecorder {
         network: &str,
         key: ClientKey,
         ip: Ipv4Addr,
-        state: &str,
+        state: LeaseState,
     ) -> Result<()> {
         let port_id = sync.port_of(network, key.mac).unwrap_or("").to_string();
         let now = unix_now();
         db.record_lease(&LeaseRecord {
             network_id: network.to_string(),
-            mac: format_mac(&key.mac),
+            mac: MacAddr(key.mac),
             ip,
             port_id,
             expires: Some(now),
-            state: state.to_string(),
+            state,
             updated: now,
         })?;
         let _ = sync.maps.acks.remove(&key);
@@ -190,12 +190,14 @@ impl Daemon {
                         .or_default() += 1;
                     Ok(())
                 }
-                Event::Released { net, mac, ip } => self.record_event(net, mac, ip, "released"),
+                Event::Released { net, mac, ip } => {
+                    self.record_event(net, mac, ip, LeaseState::Released)
+                }
                 Event::Declined { net, mac, ip } => {
                     let network = self.net_ids.network_of(net).unwrap_or("");
                     let port = self.sync.port_of(network, mac).unwrap_or("");
-                    tracing::warn!(network = %network, port = %port, ip = %ip, mac = %format_mac(&mac), "DHCPDECLINE: the client says its address is in use");
-                    self.record_event(net, mac, ip, "declined")
+                    tracing::warn!(network = %network, port = %port, ip = %ip, mac = %MacAddr(mac), "DHCPDECLINE: the client says its address is in use");
+                    self.record_event(net, mac, ip, LeaseState::Declined)
                 }
             };
             if let Err(e) = result {
@@ -204,7 +206,13 @@ impl Daemon {
         }
     }
 
-    fn record_event(&mut self, net: u32, mac: [u8; 6], ip: Ipv4Addr, state: &str) -> Result<()> {
+    fn record_event(
+        &mut self,
+        net: u32,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        state: LeaseState,
+    ) -> Result<()> {
         let network = self.net_ids.network_of(net).unwrap_or("");
         self.leases.record_event(
             &mut self.db,
@@ -301,11 +309,11 @@ mod tests {
                 row,
                 LeaseRecord {
                     network_id: "net-a".into(),
-                    mac: "fa:16:3e:00:00:09".into(),
+                    mac: "fa:16:3e:00:00:09".parse().unwrap(),
                     ip: Ipv4Addr::new(10, 0, 0, 9),
                     port_id: "port-9".into(),
                     expires,
-                    state: "bound".into(),
+                    state: LeaseState::Bound,
                     updated,
                 },
                 "{what}"

@@ -24,7 +24,7 @@ pub enum Encoded {
 
 /// How an option's value is encoded (dnsmasq's `OT_*` size flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum ValueKind {
     /// `OT_ADDR_LIST`: IPv4 addresses, in the given shape.
     Addrs(Shape),
     /// `OT_NAME`: the value's bytes, whatever they look like.
@@ -51,12 +51,12 @@ enum Shape {
 struct Entry {
     name: &'static str,
     code: u8,
-    kind: Kind,
+    kind: ValueKind,
     /// dnsmasq's `OT_INTERNAL`: refused as `option:<name>` (the number still works).
     internal: bool,
 }
 
-const fn e(name: &'static str, code: u8, kind: Kind) -> Entry {
+const fn e(name: &'static str, code: u8, kind: ValueKind) -> Entry {
     Entry {
         name,
         code,
@@ -65,7 +65,7 @@ const fn e(name: &'static str, code: u8, kind: Kind) -> Entry {
     }
 }
 
-const fn internal(name: &'static str, code: u8, kind: Kind) -> Entry {
+const fn internal(name: &'static str, code: u8, kind: ValueKind) -> Entry {
     Entry {
         name,
         code,
@@ -74,8 +74,8 @@ const fn internal(name: &'static str, code: u8, kind: Kind) -> Entry {
     }
 }
 
-use Kind::*;
 use Shape::*;
+use ValueKind::*;
 
 /// dnsmasq's DHCPv4 `opttab` (2.90), names matched case-insensitively.
 const TABLE: &[Entry] = &[
@@ -170,7 +170,7 @@ const CLASSLESS_ROUTES: u8 = 121;
 
 /// What an opt_name resolves to.
 enum Target {
-    Code(u8, Kind),
+    Code(u8, ValueKind),
     Siaddr,
 }
 
@@ -240,7 +240,7 @@ fn resolve(opt_name: &str) -> Result<Target> {
 }
 
 /// Encodes a value for an option of the given code and kind.
-fn value(code: u8, kind: Kind, v: &str) -> Result<Vec<u8>> {
+fn value(code: u8, kind: ValueKind, v: &str) -> Result<Vec<u8>> {
     // dnsmasq sends an option given without a value as a zero-length option.
     if v.is_empty() {
         return Ok(Vec::new());

@@ -15,11 +15,11 @@ use std::{
 
 use anyhow::{Context, Result};
 use dhcp_ebpf::HOSTNAME_MAX;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::{
     config::AgentConfig,
-    neutron::model::{parse_mac, v4, Network, Port, Snapshot, Subnet},
+    neutron::model::{v4, Network, Port, Snapshot, Subnet},
     plan::extra_opts::Encoded,
     plan::options::{ReplyOptions, Route},
 };
@@ -108,13 +108,16 @@ impl Model {
         v
     }
 
-    /// The network's IPv4 subnets with DHCP enabled.
+    /// The network's IPv4 subnets with DHCP enabled, with their CIDRs.
     fn dhcp_subnets(&self, network_id: &str) -> Vec<(&Subnet, Ipv4Net)> {
         let mut v: Vec<_> = self
             .subnets
             .values()
             .filter(|s| s.network_id == network_id && s.ip_version == 4 && s.enable_dhcp)
-            .filter_map(|s| s.cidr.parse::<Ipv4Net>().ok().map(|net| (s, net)))
+            .filter_map(|s| match s.cidr {
+                IpNet::V4(cidr) => Some((s, cidr)),
+                IpNet::V6(_) => None,
+            })
             .collect();
         v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         v
@@ -129,7 +132,8 @@ impl Model {
 
     /// Everything network `network_id` needs, or `None` when it is not served
     /// (no DHCP port, no DHCP-enabled IPv4 subnet). Ports that cannot be served
-    /// (bad MAC, an extra option that does not encode) are left out with a warning.
+    /// (an extra option that does not encode, no server address on their
+    /// subnet) are left out with a warning.
     pub fn plan(&self, network_id: &str, cfg: &AgentConfig) -> Option<PlannedNet> {
         let network = self.networks.get(network_id)?;
         let subnets = self.dhcp_subnets(network_id);
@@ -137,7 +141,7 @@ impl Model {
             return None;
         }
         let dhcp = self.dhcp_port(network_id)?;
-        let server_mac = parse_mac(&dhcp.mac_address)?;
+        let server_mac = dhcp.mac_address.0;
         let server_ip_on = |subnet_id: &str| {
             dhcp.fixed_ips
                 .iter()
@@ -146,7 +150,7 @@ impl Model {
         };
         let server_addrs = subnets
             .iter()
-            .filter_map(|(s, net)| Ipv4Net::new(server_ip_on(&s.id)?, net.prefix_len()).ok())
+            .filter_map(|(s, cidr)| Ipv4Net::new(server_ip_on(&s.id)?, cidr.prefix_len()).ok())
             .collect();
         // Subnets a router is on are not isolated (Neutron's definition).
         let routed: HashSet<&str> = self
@@ -187,28 +191,29 @@ impl Model {
         routed: &HashSet<&str>,
         cfg: &AgentConfig,
     ) -> Result<Option<PlannedLease>> {
-        let mac = parse_mac(&port.mac_address)
-            .with_context(|| format!("mac_address {:?} is not a MAC", port.mac_address))?;
         // The first IPv4 address on a DHCP-enabled subnet, as dnsmasq's hosts file has it.
-        let Some((subnet, net, ip)) = port.fixed_ips.iter().find_map(|f| {
+        let Some((subnet, cidr, ip)) = port.fixed_ips.iter().find_map(|f| {
             let ip = v4(&f.ip_address)?;
-            let (s, net) = subnets.iter().find(|(s, _)| s.id == f.subnet_id)?;
-            Some((*s, *net, ip))
+            let (s, cidr) = subnets.iter().find(|(s, _)| s.id == f.subnet_id)?;
+            Some((*s, *cidr, ip))
         }) else {
             return Ok(None);
         };
         let server_ip = server_ip_on(&subnet.id)
             .with_context(|| format!("the DHCP port has no address on subnet {}", subnet.id))?;
-        let mut routes: Vec<Route> = Vec::new();
-        for r in &subnet.host_routes {
-            if let (Ok(dest), Some(via)) = (r.destination.parse::<Ipv4Net>(), v4(&r.nexthop)) {
-                routes.push(Route {
+        // IPv6 routes have no place in option 121.
+        let mut routes: Vec<Route> = subnet
+            .host_routes
+            .iter()
+            .filter_map(|r| match (r.destination, v4(&r.nexthop)) {
+                (IpNet::V4(dest), Some(via)) => Some(Route {
                     dest: dest.network(),
                     prefix: dest.prefix_len(),
                     via,
-                });
-            }
-        }
+                }),
+                _ => None,
+            })
+            .collect();
         let isolated = !routed.contains(subnet.id.as_str());
         if cfg.force_metadata || (cfg.enable_isolated_metadata && isolated) {
             routes.push(Route {
@@ -243,7 +248,7 @@ impl Model {
         let lease_secs = cfg.lease_secs();
         let blob = ReplyOptions {
             lease_secs,
-            prefix_len: net.prefix_len(),
+            prefix_len: cidr.prefix_len(),
             router: subnet.gateway_ip.as_ref().and_then(v4),
             dns,
             // dnsmasq's --domain drops a trailing dot (Neutron's docs write one).
@@ -251,14 +256,14 @@ impl Model {
                 .filter(|d| !d.is_empty())
                 .map(String::from),
             mtu: network.mtu.and_then(|m| u16::try_from(m).ok()),
-            broadcast: Some(net.broadcast()),
+            broadcast: Some(cidr.broadcast()),
             routes,
             extra,
         }
         .encode()?;
         Ok(Some(PlannedLease {
             port_id: port.id.clone(),
-            mac,
+            mac: port.mac_address.0,
             ip,
             server_ip,
             siaddr,
@@ -285,19 +290,19 @@ mod tests {
     use super::*;
     use crate::slowpath::reply::tlvs;
 
-    const NET: &str = "net-1";
+    const NETWORK_ID: &str = "net-1";
 
     /// A network with one subnet, a DHCP port, a VM port and (optionally) a router port.
     fn model(edit: impl FnOnce(&mut serde_json::Value)) -> Model {
         let mut doc = serde_json::json!({
-            "networks": [{"id": NET, "name": "n", "mtu": 1450}],
-            "subnets": [{"id": "sub-1", "network_id": NET, "ip_version": 4, "cidr": "10.0.0.0/24",
+            "networks": [{"id": NETWORK_ID, "name": "n", "mtu": 1450}],
+            "subnets": [{"id": "sub-1", "network_id": NETWORK_ID, "ip_version": 4, "cidr": "10.0.0.0/24",
                          "gateway_ip": "10.0.0.1", "enable_dhcp": true, "dns_nameservers": ["10.0.0.53"],
                          "host_routes": [], "allocation_pools": []}],
             "ports": [
-                {"id": "dhcp-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:02", "device_owner": "network:dhcp",
+                {"id": "dhcp-1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:02", "device_owner": "network:dhcp",
                  "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.2"}]},
-                {"id": "vm-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:05", "device_owner": "compute:nova",
+                {"id": "vm-1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:05", "device_owner": "compute:nova",
                  "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.5"}]}
             ]
         });
@@ -312,7 +317,7 @@ mod tests {
 
     fn router_port(doc: &mut serde_json::Value) {
         doc["ports"].as_array_mut().unwrap().push(serde_json::json!(
-            {"id": "rtr-1", "network_id": NET, "mac_address": "fa:16:3e:00:00:01",
+            {"id": "rtr-1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:01",
              "device_owner": "network:router_interface", "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "10.0.0.1"}]}));
     }
 
@@ -324,7 +329,7 @@ mod tests {
     }
 
     fn vm(m: &Model, cfg: &AgentConfig) -> Option<PlannedLease> {
-        m.plan(NET, cfg)?
+        m.plan(NETWORK_ID, cfg)?
             .leases
             .into_iter()
             .find(|l| l.port_id == "vm-1")
@@ -434,6 +439,20 @@ mod tests {
                     let l = l.unwrap();
                     option(&l, 121).is_some_and(|v| v.ends_with(&[0, 10, 0, 0, 1]))
                         && option(&l, 121) == option(&l, 249)
+                },
+            ),
+            (
+                "the subnet's IPv4 host routes go out in 121; an IPv6 one does not",
+                model(|d| {
+                    d["subnets"][0]["host_routes"] = serde_json::json!([
+                        {"destination": "192.168.7.0/24", "nexthop": "10.0.0.254"},
+                        {"destination": "fd00:7::/64", "nexthop": "fd00::1"}
+                    ])
+                }),
+                &def,
+                |l| {
+                    option(&l.unwrap(), 121)
+                        == Some(vec![24, 192, 168, 7, 10, 0, 0, 254, 0, 10, 0, 0, 1])
                 },
             ),
             (
