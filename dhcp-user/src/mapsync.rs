@@ -303,19 +303,16 @@ impl Sync {
     fn put_lease(&mut self, key: ClientKey, l: &PlannedLease) -> Result<()> {
         if let Some((lease, content)) = self.leases.get(&key) {
             let blob_id = self.blobs.by_content.get(content).map(|(id, _)| *id);
-            if *content == l.blob && same_lease(lease, l) && blob_id == Some(lease.opts_id) {
+            // Unchanged when the map would get the same bytes again.
+            if *content == l.blob
+                && blob_id == Some(lease.opts_id)
+                && bytemuck::bytes_of(lease) == bytemuck::bytes_of(&l.map_value(lease.opts_id))
+            {
                 return Ok(());
             }
         }
         let opts_id = self.acquire_blob(&l.blob)?;
-        let lease = Lease::new(
-            l.ip.octets(),
-            l.server_ip.octets(),
-            l.siaddr.octets(),
-            l.lease_secs,
-            opts_id,
-            &l.hostname,
-        );
+        let lease = l.map_value(opts_id);
         if let Err(e) = self.maps.leases.insert(key, lease, 0) {
             self.release_blob(&l.blob);
             return Err(map_error("LEASES", LEASES_MAX, e));
@@ -391,14 +388,6 @@ impl Sync {
     pub fn port_of(&self, network_id: &str, mac: [u8; 6]) -> Option<&str> {
         self.written.port_of(network_id, mac)
     }
-}
-
-fn same_lease(a: &Lease, l: &PlannedLease) -> bool {
-    a.ip == l.ip.octets()
-        && a.server_ip == l.server_ip.octets()
-        && a.siaddr == l.siaddr.octets()
-        && a.lease_secs == l.lease_secs
-        && a.hostname[..a.hostname_len as usize] == l.hostname[..]
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub const BENCH_ROWS: [&str; 4] = [
 /// The ports every network of the table has a lease for.
 pub fn clients() -> Vec<Client> {
     let mut pxe = Client::typical(PXE_MAC, PXE_IP);
-    pxe.siaddr = NEXT_SERVER;
+    pxe.lease.siaddr = NEXT_SERVER;
     vec![
         Client::typical(CLIENT_MAC, CLIENT_IP),
         Client::big(BIG_MAC, BIG_IP),
@@ -78,7 +78,7 @@ pub fn clients() -> Vec<Client> {
 
 /// The client (as put in the maps) with MAC `mac`, if any.
 pub fn client(mac: [u8; 6]) -> Option<Client> {
-    clients().into_iter().find(|c| c.mac == mac)
+    clients().into_iter().find(|c| c.lease.mac == mac)
 }
 
 /// A fast path with the table's networks, relay list and clients in its maps.
@@ -98,7 +98,7 @@ pub fn harness() -> Result<Harness> {
     for net in [NET, RELAY_NET, LISTED_NET] {
         for c in clients() {
             h.add_client(net, &c)
-                .with_context(|| format!("adding client {} to network {net}", c.ip))?;
+                .with_context(|| format!("adding client {} to network {net}", c.lease.ip))?;
         }
     }
     Ok(h)

@@ -8,13 +8,14 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{Ebpf, TestRun, TestRunOptions};
-use dhcp_ebpf::{
-    stat, verdict, ClientKey, Lease, NetConfig, OptsBlob, ENTRY_PROGRAM, NET_META_LEN,
-};
+use dhcp_ebpf::{stat, verdict, ClientKey, NetConfig, OptsBlob, ENTRY_PROGRAM, NET_META_LEN};
 use xdhcp::{
     loader::bpffs::TempPinDir,
     loader::{self, FastPath, Maps},
-    plan::options::ReplyOptions,
+    plan::{
+        options::{ReplyOptions, Route},
+        PlannedLease,
+    },
     slowpath::reply::LeaseView,
 };
 
@@ -27,29 +28,21 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 /// A MAC no port has.
 pub const STRANGER_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0xde, 0xad, 0x00];
 
-/// A client as the tests put it in the maps (and hand to the oracle).
+/// A client as the tests put it in the maps (and hand to the oracle): the
+/// lease a plan would make of its port, and the options its blob encodes.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub mac: [u8; 6],
-    pub ip: Ipv4Addr,
-    pub server_ip: Ipv4Addr,
-    pub siaddr: Ipv4Addr,
-    pub lease_secs: u32,
-    pub hostname: Vec<u8>,
-    pub options: ReplyOptions,
+    pub lease: PlannedLease,
+    options: ReplyOptions,
 }
 
 impl Client {
     /// The usual VM port: /24, router, DNS, domain, MTU 1450, metadata route.
     pub fn typical(mac: [u8; 6], ip: Ipv4Addr) -> Self {
-        Self {
+        Self::with_options(
             mac,
             ip,
-            server_ip: SERVER_IP,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            lease_secs: 86400,
-            hostname: format!("host-{}", ip.to_string().replace('.', "-")).into_bytes(),
-            options: ReplyOptions {
+            ReplyOptions {
                 lease_secs: 86400,
                 prefix_len: 24,
                 router: Some(Ipv4Addr::new(10, 0, 0, 1)),
@@ -57,45 +50,63 @@ impl Client {
                 domain: Some("openstacklocal".into()),
                 mtu: Some(1450),
                 broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
-                routes: vec![xdhcp::plan::options::Route {
+                routes: vec![Route {
                     dest: Ipv4Addr::new(169, 254, 169, 254),
                     prefix: 32,
                     via: SERVER_IP,
                 }],
                 extra: Vec::new(),
             },
-        }
+        )
     }
 
     /// A port with a large reply: 20 classless routes and 10 extra options.
     pub fn big(mac: [u8; 6], ip: Ipv4Addr) -> Self {
-        let mut c = Self::typical(mac, ip);
-        c.options.routes = (0..20)
-            .map(|i| xdhcp::plan::options::Route {
+        let mut options = Self::typical(mac, ip).options;
+        options.routes = (0..20)
+            .map(|i| Route {
                 dest: Ipv4Addr::new(172, 16, i, 0),
                 prefix: 24,
                 via: Ipv4Addr::new(10, 0, 0, 1),
             })
             .collect();
-        c.options.extra = (0..10)
+        options.extra = (0..10)
             .map(|i| (224 + i as u8, format!("extra-option-{i}").into_bytes()))
             .collect();
-        c
+        Self::with_options(mac, ip, options)
     }
 
-    /// The encoded option blob.
-    pub fn blob(&self) -> Vec<u8> {
-        self.options.encode().expect("encoding test options")
+    /// A port on [`SERVER_IP`]'s subnet with Neutron's host name and these options.
+    fn with_options(mac: [u8; 6], ip: Ipv4Addr, options: ReplyOptions) -> Self {
+        let hostname = format!("host-{}", ip.to_string().replace('.', "-"));
+        Self {
+            lease: PlannedLease {
+                port_id: format!("port-{ip}"),
+                mac,
+                ip,
+                server_ip: SERVER_IP,
+                siaddr: Ipv4Addr::UNSPECIFIED,
+                lease_secs: options.lease_secs,
+                hostname: hostname.into_bytes(),
+                blob: options.encode().expect("encoding test options"),
+            },
+            options,
+        }
     }
 
-    /// What the oracle needs; `blob` must outlive it.
-    pub fn view<'a>(&'a self, blob: &'a [u8]) -> LeaseView<'a> {
+    /// The options `lease.blob` encodes.
+    pub fn options(&self) -> &ReplyOptions {
+        &self.options
+    }
+
+    /// What the oracle needs.
+    pub fn view(&self) -> LeaseView<'_> {
         LeaseView {
-            ip: self.ip,
-            server_ip: self.server_ip,
-            siaddr: self.siaddr,
-            hostname: &self.hostname,
-            blob,
+            ip: self.lease.ip,
+            server_ip: self.lease.server_ip,
+            siaddr: self.lease.siaddr,
+            hostname: &self.lease.hostname,
+            blob: &self.lease.blob,
         }
     }
 }
@@ -152,21 +163,13 @@ impl Harness {
 
     /// Puts `client` on network `net`.
     pub fn add_client(&mut self, net: u32, client: &Client) -> Result<()> {
-        let opts = OptsBlob::new(&client.blob());
+        let lease = &client.lease;
         let id = self.next_opts_id;
         self.next_opts_id += 1;
-        self.maps.opts.insert(id, opts, 0)?;
-        let lease = Lease::new(
-            client.ip.octets(),
-            client.server_ip.octets(),
-            client.siaddr.octets(),
-            client.lease_secs,
-            id,
-            &client.hostname,
-        );
+        self.maps.opts.insert(id, OptsBlob::new(&lease.blob), 0)?;
         self.maps
             .leases
-            .insert(ClientKey::new(net, client.mac), lease, 0)?;
+            .insert(ClientKey::new(net, lease.mac), lease.map_value(id), 0)?;
         Ok(())
     }
 

@@ -245,7 +245,7 @@ fn check_invariants(row: &Row, want: &Reply, out: &[u8]) {
     );
     assert_eq!(
         &ip[12..16],
-        &client.server_ip.octets(),
+        &client.lease.server_ip.octets(),
         "[{name}] IP source is the server identifier"
     );
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]);
@@ -273,7 +273,7 @@ fn check_invariants(row: &Row, want: &Reply, out: &[u8]) {
     let opts = msg.opts();
     assert_eq!(
         opts.get(OptionCode::ServerIdentifier),
-        Some(&DhcpOption::ServerIdentifier(client.server_ip)),
+        Some(&DhcpOption::ServerIdentifier(client.lease.server_ip)),
         "[{name}] 54"
     );
     for never in [
@@ -298,10 +298,10 @@ fn check_invariants(row: &Row, want: &Reply, out: &[u8]) {
     } else {
         assert_eq!(
             opts.get(OptionCode::AddressLeaseTime),
-            Some(&DhcpOption::AddressLeaseTime(client.lease_secs)),
+            Some(&DhcpOption::AddressLeaseTime(client.lease.lease_secs)),
             "[{name}] 51 is the port's lease time"
         );
-        let mask = Ipv4Addr::from(u32::MAX << (32 - client.options.prefix_len));
+        let mask = Ipv4Addr::from(u32::MAX << (32 - client.options().prefix_len));
         assert_eq!(
             opts.get(OptionCode::SubnetMask),
             Some(&DhcpOption::SubnetMask(mask)),
@@ -310,7 +310,7 @@ fn check_invariants(row: &Row, want: &Reply, out: &[u8]) {
         assert_eq!(
             opts.get(OptionCode::Hostname),
             Some(&DhcpOption::Hostname(
-                String::from_utf8(client.hostname.clone()).unwrap()
+                String::from_utf8(client.lease.hostname.clone()).unwrap()
             )),
             "[{name}] 12 is the port's host name"
         );
@@ -345,12 +345,11 @@ fn check_oracle(row: &Row, want: &Reply, out: &[u8]) {
         .unwrap_or_else(|| panic!("[{name}] answered, but chaddr is no fixture client"));
     let req = Request::parse(&row.input.bootp())
         .unwrap_or_else(|e| panic!("[{name}] the request does not parse: {e}"));
-    let blob = client.blob();
     let oracle = reply::frame(
         &input[..row.input.l2_len()],
         SERVER_MAC,
         &req,
-        &client.view(&blob),
+        &client.view(),
         u8::from(want.msg),
     );
     assert_eq!(

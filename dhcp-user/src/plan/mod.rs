@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use dhcp_ebpf::HOSTNAME_MAX;
+use dhcp_ebpf::{Lease, HOSTNAME_MAX};
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::{
@@ -48,6 +48,20 @@ pub struct PlannedLease {
     pub lease_secs: u32,
     pub hostname: Vec<u8>,
     pub blob: Vec<u8>,
+}
+
+impl PlannedLease {
+    /// The LEASES map's value for this lease, its blob stored under `opts_id`.
+    pub fn map_value(&self, opts_id: u32) -> Lease {
+        Lease::new(
+            self.ip.octets(),
+            self.server_ip.octets(),
+            self.siaddr.octets(),
+            self.lease_secs,
+            opts_id,
+            &self.hostname,
+        )
+    }
 }
 
 /// What one served network needs in the maps.
