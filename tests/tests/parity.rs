@@ -24,7 +24,10 @@ use dhcproto::{
     Decodable, Decoder,
 };
 use serde_json::{json, Value};
-use xdhcp::netns::TempNs;
+use xdhcp::{
+    netns::TempNs,
+    slowpath::reply::{tlvs, OPTIONS_OFF},
+};
 use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, Cloud, VmPort},
@@ -429,48 +432,27 @@ fn bootp(frame: &[u8]) -> &[u8] {
     &frame[14 + ihl + 8..]
 }
 
-/// Option codes in wire order (dhcproto keeps them in a map).
-fn option_order(frame: &[u8]) -> Vec<u8> {
-    let p = bootp(frame);
-    let mut out = Vec::new();
-    let mut off = 240;
-    while off < p.len() {
-        match p[off] {
-            255 => break,
-            0 => off += 1,
-            code => {
-                out.push(code);
-                off += 2 + p.get(off + 1).copied().unwrap_or(0) as usize;
-            }
-        }
-    }
-    out
+/// A reply frame's TLVs as they stand on the wire.
+fn wire_tlvs(frame: &[u8]) -> Vec<(u8, &[u8])> {
+    tlvs(bootp(frame).get(OPTIONS_OFF..).unwrap_or_default())
 }
 
-/// A reply's options by code: TLVs walked here (RFC 3396: repeated codes are
-/// concatenated), each value decoded on its own by dhcproto. dhcproto's
+/// Option codes in wire order (dhcproto keeps them in a map).
+fn option_order(frame: &[u8]) -> Vec<u8> {
+    wire_tlvs(frame).into_iter().map(|(code, _)| code).collect()
+}
+
+/// A reply's options by code: its TLVs with repeated codes concatenated
+/// (RFC 3396), each value decoded on its own by dhcproto. dhcproto's
 /// whole-message decoder stops at the first option it cannot decode (e.g. an
 /// FQDN option in ASCII form, as dnsmasq sends) and silently drops the rest;
 /// an option it cannot decode is kept here as raw bytes instead.
 type Options = BTreeMap<u8, DhcpOption>;
 
 fn options(frame: &[u8]) -> Options {
-    let p = bootp(frame);
     let mut raw: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
-    let mut off = 240;
-    while off < p.len() {
-        match p[off] {
-            255 => break,
-            0 => off += 1,
-            code => {
-                let len = p.get(off + 1).copied().unwrap_or(0) as usize;
-                let end = (off + 2 + len).min(p.len());
-                raw.entry(code)
-                    .or_default()
-                    .extend_from_slice(&p[(off + 2).min(end)..end]);
-                off += 2 + len;
-            }
-        }
+    for (code, value) in wire_tlvs(frame) {
+        raw.entry(code).or_default().extend_from_slice(value);
     }
     raw.into_iter()
         .map(|(code, value)| {

@@ -292,17 +292,28 @@ pub fn wrap(
     f
 }
 
-/// The TLVs of an option blob, in order.
-pub fn tlvs(blob: &[u8]) -> Vec<(u8, &[u8])> {
+/// The TLVs of an option blob or of a message's options field, in order, as
+/// they stand (an option split by RFC 3396 is several): PADs are skipped, the
+/// walk stops at END or at an option that runs past the end. (A blob has
+/// neither PAD nor END: [`crate::plan::options::push_tlv`] refuses those codes.)
+pub fn tlvs(options: &[u8]) -> Vec<(u8, &[u8])> {
     let mut out = Vec::new();
     let mut off = 0;
-    while off + 2 <= blob.len() {
-        let (code, len) = (blob[off], blob[off + 1] as usize);
-        let Some(value) = blob.get(off + 2..off + 2 + len) else {
-            break;
-        };
-        out.push((code, value));
-        off += 2 + len;
+    while let Some(&code) = options.get(off) {
+        match code {
+            opt::END => break,
+            opt::PAD => off += 1,
+            _ => {
+                let Some(value) = options
+                    .get(off + 1)
+                    .and_then(|&len| options.get(off + 2..off + 2 + len as usize))
+                else {
+                    break;
+                };
+                out.push((code, value));
+                off += 2 + value.len();
+            }
+        }
     }
     out
 }
@@ -353,4 +364,46 @@ pub fn relay_allowed(
     flags & dhcp_ebpf::NET_RELAY_OK != 0
         && (flags & dhcp_ebpf::NET_RELAY_LISTED == 0 || giaddr_listed())
         && !source_is_port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlvs_walks_blobs_and_options_fields() {
+        type Want = &'static [(u8, &'static [u8])];
+        let cases: [(&str, &[u8], Want); 7] = [
+            (
+                "a blob: TLVs back to back",
+                &[1, 1, 9, 3, 0],
+                &[(1, &[9]), (3, &[])],
+            ),
+            ("nothing", &[], &[]),
+            ("PADs are skipped", &[0, 0, 53, 1, 2, 0], &[(53, &[2])]),
+            (
+                "END ends the walk",
+                &[53, 1, 2, 255, 6, 1, 9],
+                &[(53, &[2])],
+            ),
+            (
+                "a split option stays two TLVs",
+                &[12, 1, b'a', 12, 1, b'b'],
+                &[(12, b"a"), (12, b"b")],
+            ),
+            (
+                "an option past the end ends the walk",
+                &[53, 1, 2, 6, 4, 10, 0],
+                &[(53, &[2])],
+            ),
+            (
+                "a code without a length ends the walk",
+                &[53, 1, 2, 6],
+                &[(53, &[2])],
+            ),
+        ];
+        for (what, options, want) in cases {
+            assert_eq!(tlvs(options), want, "{what}");
+        }
+    }
 }
