@@ -147,16 +147,24 @@ fn read_snapshot(conn: &Connection) -> Result<Snapshot> {
     })
 }
 
-fn write_network(conn: &Connection, n: &Network) -> Result<()> {
-    conn.prepare_cached(&upsert_sql(&NETWORKS))?
-        .execute(params![n.id, n.name, n.mtu])
-        .with_context(|| format!("writing network {}", n.id))?;
+/// Writes the row `id` of `t`: `row` is its id and then `t`'s columns, in order.
+fn upsert(conn: &Connection, t: &Table, id: &str, row: &[&dyn ToSql]) -> Result<()> {
+    conn.prepare_cached(&upsert_sql(t))?
+        .execute(row)
+        .with_context(|| format!("writing {} {id}", t.kind))?;
     Ok(())
 }
 
+fn write_network(conn: &Connection, n: &Network) -> Result<()> {
+    upsert(conn, &NETWORKS, &n.id, params![n.id, n.name, n.mtu])
+}
+
 fn write_subnet(conn: &Connection, s: &Subnet) -> Result<()> {
-    conn.prepare_cached(&upsert_sql(&SUBNETS))?
-        .execute(params![
+    upsert(
+        conn,
+        &SUBNETS,
+        &s.id,
+        params![
             s.id,
             s.network_id,
             s.ip_version,
@@ -166,14 +174,16 @@ fn write_subnet(conn: &Connection, s: &Subnet) -> Result<()> {
             to_json(&s.dns_nameservers),
             to_json(&s.host_routes),
             to_json(&s.allocation_pools),
-        ])
-        .with_context(|| format!("writing subnet {}", s.id))?;
-    Ok(())
+        ],
+    )
 }
 
 fn write_port(conn: &Connection, p: &Port) -> Result<()> {
-    conn.prepare_cached(&upsert_sql(&PORTS))?
-        .execute(params![
+    upsert(
+        conn,
+        &PORTS,
+        &p.id,
+        params![
             p.id,
             p.network_id,
             p.mac_address,
@@ -182,9 +192,8 @@ fn write_port(conn: &Connection, p: &Port) -> Result<()> {
             p.dns_name,
             to_json(&p.extra_dhcp_opts),
             p.admin_state_up,
-        ])
-        .with_context(|| format!("writing port {}", p.id))?;
-    Ok(())
+        ],
+    )
 }
 
 /// Checks `doc` against what `conn` sees (plus `doc` itself), then writes it.
