@@ -50,7 +50,7 @@ impl SlowCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::tests::TempDb;
+    use crate::store::testdb::TempDb;
 
     fn saved(db: &Db) -> Vec<(String, u64)> {
         let mut c = db.counters().unwrap();
@@ -66,23 +66,23 @@ mod tests {
         counts.add("slow_discover");
         counts.add("slow_inform");
         // A connection that cannot write: the save fails, nothing is lost.
-        let mut read_only = Db::open_read_only(&t.dir.join("xdhcp.db")).unwrap();
+        let mut read_only = Db::open_read_only(t.db().path()).unwrap();
         counts.flush(&mut read_only);
         assert!(counts.failing, "the failure is noted");
-        assert_eq!(saved(&t.db), vec![], "nothing saved");
+        assert_eq!(saved(t.db()), vec![], "nothing saved");
         counts.add("slow_discover");
-        counts.flush(&mut t.db);
+        counts.flush(t.db());
         assert!(!counts.failing, "saved again");
         assert!(counts.unsaved.is_empty(), "nothing left to save");
         assert_eq!(
-            saved(&t.db),
+            saved(t.db()),
             vec![("slow_discover".into(), 3), ("slow_inform".into(), 1)],
             "the counts of before and after the failure"
         );
         counts.add("slow_inform");
-        counts.flush(&mut t.db);
+        counts.flush(t.db());
         assert_eq!(
-            saved(&t.db),
+            saved(t.db()),
             vec![("slow_discover".into(), 3), ("slow_inform".into(), 2)],
             "added to what was saved"
         );

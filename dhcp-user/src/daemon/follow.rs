@@ -424,20 +424,20 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::tests::TempDb;
+    use crate::store::testdb::TempDb;
 
     #[test]
     fn net_ids_are_looked_up_both_ways() {
         let mut t = TempDb::new("net-ids");
-        let a = t.db.net_id("net-a").unwrap();
-        let mut ids = NetIds::load(&t.db).unwrap();
+        let a = t.db().net_id("net-a").unwrap();
+        let mut ids = NetIds::load(t.db()).unwrap();
         assert_eq!(ids.network_of(a), Some("net-a"), "loaded from the store");
-        let b = ids.id(&mut t.db, "net-b").unwrap();
+        let b = ids.id(t.db(), "net-b").unwrap();
         assert_ne!(a, b, "a new network gets a new id");
         assert_eq!(ids.network_of(b), Some("net-b"), "assigned on the way");
-        assert_eq!(ids.id(&mut t.db, "net-a").unwrap(), a, "known ids are kept");
+        assert_eq!(ids.id(t.db(), "net-a").unwrap(), a, "known ids are kept");
         assert_eq!(ids.network_of(b + a + 1), None, "an id nobody has");
-        let again = NetIds::load(&t.db).unwrap();
+        let again = NetIds::load(t.db()).unwrap();
         assert_eq!(
             again.network_of(b),
             Some("net-b"),

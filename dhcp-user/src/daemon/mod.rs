@@ -324,36 +324,3 @@ impl Daemon {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    /// A database in a fresh directory under /tmp, removed on drop.
-    pub(super) struct TempDb {
-        pub(super) dir: PathBuf,
-        pub(super) db: Db,
-    }
-
-    impl TempDb {
-        pub(super) fn new(name: &str) -> TempDb {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "xdhcp-daemon-test-{}-{}-{name}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            let db = Db::open(&dir.join("xdhcp.db")).unwrap();
-            TempDb { dir, db }
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}

@@ -21,7 +21,7 @@ mod netids;
 mod objects;
 mod schema;
 #[cfg(test)]
-mod testdb;
+pub(crate) mod testdb;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
