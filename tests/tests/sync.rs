@@ -39,13 +39,19 @@ fn plans(m: &Model) -> BTreeMap<String, (u32, xdhcp::plan::PlannedNet)> {
     BTreeMap::from([("net-a".to_string(), (7, m.plan("net-a", &cfg).unwrap()))])
 }
 
-#[test]
-fn one_changed_port_is_one_map_update() {
-    let pins = TempPinDir::new("xdhcp-sync").unwrap();
+/// A fast path loaded into fresh pins (`tag`), and a Sync that has written
+/// `model(ports, None)` into its maps.
+fn synced(tag: &str, ports: usize) -> (TempPinDir, FastPath, Sync) {
+    let pins = TempPinDir::new(tag).unwrap();
     let fast = FastPath::load(&pins.path).unwrap();
     let mut sync = Sync::adopt(fast.maps().unwrap(), &AgentConfig::default()).unwrap();
-    let base = model(50, None);
-    sync.reconcile(plans(&base)).unwrap();
+    sync.reconcile(plans(&model(ports, None))).unwrap();
+    (pins, fast, sync)
+}
+
+#[test]
+fn one_changed_port_is_one_map_update() {
+    let (_pins, fast, mut sync) = synced("xdhcp-sync", 50);
     // 50 leases + 1 shared blob + 1 NETS entry.
     assert_eq!(sync.updates, 52, "initial fill");
     let cfg = AgentConfig::default();
@@ -124,11 +130,8 @@ fn all_acks_reads_every_record_across_batches() {
 /// there is room finishes the job.
 #[test]
 fn a_failed_write_keeps_the_network_and_leaks_nothing() {
-    let pins = TempPinDir::new("xdhcp-full").unwrap();
-    let fast = FastPath::load(&pins.path).unwrap();
+    let (_pins, fast, mut sync) = synced("xdhcp-full", 10);
     let cfg = AgentConfig::default();
-    let mut sync = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
-    sync.reconcile(plans(&model(10, None))).unwrap();
     let mut maps = fast.maps().unwrap();
     let filler = dhcp_ebpf::Lease::new([0; 4], [0; 4], [0; 4], 1, 0, b"");
     let mut junk = Vec::new();
@@ -183,11 +186,7 @@ fn a_failed_write_keeps_the_network_and_leaks_nothing() {
 /// every lease at it, and a reconcile of the same plan then writes nothing.
 #[test]
 fn adoption_merges_duplicate_blobs_without_orphaning_leases() {
-    let pins = TempPinDir::new("xdhcp-dup").unwrap();
-    let fast = FastPath::load(&pins.path).unwrap();
-    let cfg = AgentConfig::default();
-    let mut sync = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
-    sync.reconcile(plans(&model(4, None))).unwrap();
+    let (_pins, fast, sync) = synced("xdhcp-dup", 4);
     drop(sync);
     let mut maps = fast.maps().unwrap();
     let (id, blob) = maps.opts.iter().next().unwrap().unwrap();
@@ -200,7 +199,7 @@ fn adoption_merges_duplicate_blobs_without_orphaning_leases() {
         lease.opts_id = dup;
         maps.leases.insert(*key, lease, 0).unwrap();
     }
-    let mut again = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
+    let mut again = Sync::adopt(fast.maps().unwrap(), &AgentConfig::default()).unwrap();
     let ids: Vec<u32> = maps.opts.keys().map(|k| k.unwrap()).collect();
     assert_eq!(ids, vec![id], "one blob per content");
     for key in &keys {
@@ -220,11 +219,7 @@ fn adoption_merges_duplicate_blobs_without_orphaning_leases() {
 /// `networks()` (what the daemon attaches) no longer lists them.
 #[test]
 fn reconcile_drops_networks_no_longer_planned() {
-    let pins = TempPinDir::new("xdhcp-prune").unwrap();
-    let fast = FastPath::load(&pins.path).unwrap();
-    let cfg = AgentConfig::default();
-    let mut sync = Sync::adopt(fast.maps().unwrap(), &cfg).unwrap();
-    sync.reconcile(plans(&model(5, None))).unwrap();
+    let (_pins, _fast, mut sync) = synced("xdhcp-prune", 5);
     assert!(sync.written("net-a").is_some());
     let failed = sync.reconcile(BTreeMap::new()).unwrap();
     assert!(failed.is_empty());
