@@ -142,6 +142,16 @@ impl Cloud {
         }
     }
 
+    /// Network 10.`second_octet`.0.0/24 with one VM port (host 10), both
+    /// imported.
+    pub fn net_with_vm(&mut self, second_octet: u8) -> (Net, VmPort) {
+        let net = self.net(second_octet);
+        self.import_ok(&self.net_json(&net));
+        let port = self.vm_port(&net, 10);
+        self.import_ok(&Cloud::ports_json(&[&port]));
+        (net, port)
+    }
+
     /// Neutron JSON for a network with its subnet and DHCP port.
     pub fn net_json(&self, net: &Net) -> Value {
         json!({
@@ -445,18 +455,27 @@ pub fn exchange(
     sock.recv_matching(timeout, |f| crate::is_dhcp_reply(f, frame.xid))
 }
 
-/// The DHCP message type (option 53) of a reply frame.
-pub fn msg_type(frame: &[u8]) -> Option<u8> {
-    let ihl = ((frame[14] & 0x0f) as usize) * 4;
-    let p = &frame[14 + ihl + 8..];
-    let mut off = 240;
-    while off + 1 < p.len() {
-        match p[off] {
-            255 => return None,
-            0 => off += 1,
-            53 => return p.get(off + 2).copied(),
-            _ => off += 2 + p[off + 1] as usize,
+/// Retries DISCOVERs from `mac` (xid `xid`, `xid + 1`, …, 300 ms each) until
+/// one is answered or `deadline` passes: the address offered. The daemon
+/// applies database changes asynchronously.
+pub fn offered(sock: &RawSocket, mac: [u8; 6], xid: u32, deadline: Duration) -> Option<Ipv4Addr> {
+    let end = Instant::now() + deadline;
+    let mut i = 0;
+    while Instant::now() < end {
+        let mut d = crate::craft::RequestFrame::discover(mac);
+        d.xid = (xid + i).to_be_bytes();
+        if let Some(f) = exchange(sock, &d, Duration::from_millis(300)) {
+            return Some(crate::yiaddr(&f));
         }
+        i += 1;
     }
     None
+}
+
+/// The DHCP message type (option 53) of a reply frame.
+pub fn msg_type(frame: &[u8]) -> Option<u8> {
+    let (_, value) = crate::reply_tlvs(frame)
+        .into_iter()
+        .find(|(c, _)| *c == 53)?;
+    value.first().copied()
 }

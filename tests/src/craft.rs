@@ -108,6 +108,17 @@ impl RequestFrame {
         self
     }
 
+    /// As a client with address `ip` sends it (RENEWING, INFORM, RELEASE):
+    /// ciaddr and IP source `ip`, unicast to the server's `server_ip` and
+    /// `server_mac`.
+    pub fn unicast_from(mut self, ip: Ipv4Addr, server_ip: Ipv4Addr, server_mac: [u8; 6]) -> Self {
+        self.ciaddr = ip;
+        self.ip_src = ip;
+        self.ip_dst = server_ip;
+        self.eth_dst = server_mac;
+        self
+    }
+
     /// Removes every option `code`.
     pub fn without_option(mut self, code: u8) -> Self {
         self.options.retain(|(c, _)| *c != code);

@@ -4,6 +4,7 @@
 use std::{
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -16,7 +17,7 @@ use xdhcp::{
         options::{ReplyOptions, Route},
         PlannedLease,
     },
-    slowpath::reply::LeaseView,
+    slowpath::reply::{tlvs, LeaseView, OPTIONS_OFF},
 };
 
 /// The DHCP port of the test network.
@@ -265,13 +266,13 @@ impl RawSocket {
     /// The first frame for which `want` holds, within `timeout`.
     pub fn recv_matching(
         &self,
-        timeout: std::time::Duration,
+        timeout: Duration,
         want: impl Fn(&[u8]) -> bool,
     ) -> Option<Vec<u8>> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 4096];
         loop {
-            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let left = deadline.checked_duration_since(Instant::now())?;
             let mut pfd = libc::pollfd {
                 fd: self.fd.as_raw_fd(),
                 events: libc::POLLIN,
@@ -357,11 +358,35 @@ pub fn is_dhcp_reply(frame: &[u8], xid: [u8; 4]) -> bool {
         && frame[udp + 12..udp + 16] == xid
 }
 
+/// The BOOTP message (UDP payload) of a reply frame (untagged, any IHL).
+pub fn bootp(frame: &[u8]) -> &[u8] {
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    &frame[14 + ihl + 8..]
+}
+
 /// yiaddr of a reply frame (untagged, any IHL).
 pub fn yiaddr(frame: &[u8]) -> Ipv4Addr {
-    let ihl = ((frame[14] & 0x0f) as usize) * 4;
-    let b = 14 + ihl + 8 + 16;
-    Ipv4Addr::new(frame[b], frame[b + 1], frame[b + 2], frame[b + 3])
+    let b = &bootp(frame)[16..20];
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+}
+
+/// The options of a reply frame as they stand on the wire (the slow path's
+/// walker: PADs skipped, up to END).
+pub fn reply_tlvs(frame: &[u8]) -> Vec<(u8, &[u8])> {
+    tlvs(bootp(frame).get(OPTIONS_OFF..).unwrap_or_default())
+}
+
+/// Polls `f` every 50 ms until it holds; the time it took. Panics naming
+/// `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not within {timeout:?}");
 }
 
 /// A veth pair inside `ns`: `tap` (the DHCP side) and `vm`, both up.

@@ -24,15 +24,13 @@ use dhcproto::{
     Decodable, Decoder,
 };
 use serde_json::{json, Value};
-use xdhcp::{
-    netns::TempNs,
-    slowpath::reply::{tlvs, OPTIONS_OFF},
-};
+use xdhcp::netns::TempNs;
 use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
+    bootp,
     cloud::{exchange, Cloud, VmPort},
     dnsmasq::{cidr, neutron_conf, Agent, ConfDir, DnsmasqGuard, DNSMASQ},
-    RawSocket,
+    reply_tlvs, RawSocket,
 };
 
 /// What a Linux client (dhclient, systemd-networkd, NetworkManager) asks for,
@@ -426,20 +424,12 @@ fn ask(sock: &RawSocket, f: &RequestFrame) -> Option<Vec<u8>> {
     None
 }
 
-/// The UDP payload (BOOTP message) of a reply frame.
-fn bootp(frame: &[u8]) -> &[u8] {
-    let ihl = ((frame[14] & 0x0f) as usize) * 4;
-    &frame[14 + ihl + 8..]
-}
-
-/// A reply frame's TLVs as they stand on the wire.
-fn wire_tlvs(frame: &[u8]) -> Vec<(u8, &[u8])> {
-    tlvs(bootp(frame).get(OPTIONS_OFF..).unwrap_or_default())
-}
-
 /// Option codes in wire order (dhcproto keeps them in a map).
 fn option_order(frame: &[u8]) -> Vec<u8> {
-    wire_tlvs(frame).into_iter().map(|(code, _)| code).collect()
+    reply_tlvs(frame)
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect()
 }
 
 /// A reply's options by code: its TLVs with repeated codes concatenated
@@ -451,7 +441,7 @@ type Options = BTreeMap<u8, DhcpOption>;
 
 fn options(frame: &[u8]) -> Options {
     let mut raw: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
-    for (code, value) in wire_tlvs(frame) {
+    for (code, value) in reply_tlvs(frame) {
         raw.entry(code).or_default().extend_from_slice(value);
     }
     raw.into_iter()
