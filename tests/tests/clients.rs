@@ -546,10 +546,7 @@ fn lease_in_state(c: &Cloud, mac: &[u8; 6], state: &str) -> Result<Value, Option
 /// A cloud with one network and one VM port on it, served, and the VM.
 fn one_vm(octet: u8) -> (Cloud, Net, VmPort, usize, RawSocket) {
     let mut c = Cloud::new();
-    let net = c.net(octet);
-    c.import_ok(&c.net_json(&net));
-    let port = c.vm_port(&net, 10);
-    c.import_ok(&Cloud::ports_json(&[&port]));
+    let (net, port) = c.net_with_vm(octet);
     start(&mut c, &[&net]);
     let (vm, sock) = c.vm(&port).unwrap();
     (c, net, port, vm, sock)
@@ -639,12 +636,9 @@ fn dhclient_renews_reboots_and_releases() {
     let before = Counters::read(&c);
     let mut renew = RequestFrame::request(port.mac, port.ip, net.server_ip)
         .without_option(54)
-        .without_option(50);
+        .without_option(50)
+        .unicast_from(port.ip, net.server_ip, net.dhcp_mac);
     renew.xid = [0x73, 0, 0, 1];
-    renew.ciaddr = port.ip;
-    renew.ip_src = port.ip;
-    renew.ip_dst = net.server_ip;
-    renew.eth_dst = net.dhcp_mac;
     let ack = exchange(&sock, &renew, Duration::from_secs(3))
         .unwrap_or_else(|| panic!("no answer to a RENEWING request; log:\n{}", c.log()));
     let dst = Ipv4Addr::new(ack[30], ack[31], ack[32], ack[33]);

@@ -7,8 +7,8 @@ use serde_json::Value;
 use xdhcp::slowpath::reply::DHCPREQUEST;
 use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
-    cloud::{exchange, msg_type, Cloud},
-    yiaddr, RawSocket,
+    cloud::{exchange, msg_type, offered, Cloud},
+    yiaddr,
 };
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -17,20 +17,6 @@ fn discover(mac: [u8; 6], xid: u32) -> RequestFrame {
     let mut f = RequestFrame::discover(mac);
     f.xid = xid.to_be_bytes();
     f
-}
-
-/// Retries a DISCOVER until it is answered (or `deadline` passes): the
-/// daemon applies database changes asynchronously.
-fn offered(sock: &RawSocket, mac: [u8; 6], xid: u32, deadline: Duration) -> Option<Ipv4Addr> {
-    let end = std::time::Instant::now() + deadline;
-    let mut i = 0;
-    while std::time::Instant::now() < end {
-        if let Some(f) = exchange(sock, &discover(mac, xid + i), Duration::from_millis(300)) {
-            return Some(yiaddr(&f));
-        }
-        i += 1;
-    }
-    None
 }
 
 /// The XDP program id on `dev` in namespace `ns`, from `ip -j`.
@@ -46,10 +32,7 @@ fn xdp_prog_id(ns: &str, dev: &str) -> Option<u64> {
 #[test]
 fn import_run_answer_follow_changes_and_survive_kill() {
     let mut c = Cloud::new();
-    let net = c.net(61);
-    c.import_ok(&c.net_json(&net));
-    let a = c.vm_port(&net, 10);
-    c.import_ok(&Cloud::ports_json(&[&a]));
+    let (net, a) = c.net_with_vm(61);
     c.start(true);
     c.wait_attached(&net, Duration::from_secs(30)).unwrap();
     let (_, sock_a) = c.vm(&a).unwrap();

@@ -19,37 +19,11 @@ use xdhcp::{
 };
 use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
-    cloud::{exchange, msg_type, Cloud, Net, VmPort},
-    ifindex, yiaddr, RawSocket,
+    cloud::{msg_type, offered, Cloud, Net, VmPort},
+    ifindex, wait_until, yiaddr, RawSocket,
 };
 
 const WAIT: Duration = Duration::from_secs(3);
-
-/// Retries DISCOVERs from `mac` until one is answered or `deadline` passes.
-fn offered(sock: &RawSocket, mac: [u8; 6], xid: u32, deadline: Duration) -> Option<Ipv4Addr> {
-    let end = Instant::now() + deadline;
-    let mut i = 0;
-    while Instant::now() < end {
-        let mut d = RequestFrame::discover(mac);
-        d.xid = (xid + i).to_be_bytes();
-        if let Some(f) = exchange(sock, &d, Duration::from_millis(300)) {
-            return Some(yiaddr(&f));
-        }
-        i += 1;
-    }
-    None
-}
-
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: not within {timeout:?}");
-}
 
 fn stat(c: &Cloud, name: &str) -> u64 {
     c.stats()[name]
@@ -63,10 +37,7 @@ fn mac_str(mac: &[u8; 6]) -> String {
 
 /// A network with one VM port, the daemon serving it with --plumb, and the VM.
 fn served(c: &mut Cloud, octet: u8, config: Option<&str>) -> (Net, VmPort, RawSocket) {
-    let net = c.net(octet);
-    c.import_ok(&c.net_json(&net));
-    let a = c.vm_port(&net, 10);
-    c.import_ok(&Cloud::ports_json(&[&a]));
+    let (net, a) = c.net_with_vm(octet);
     c.start_with(true, config);
     c.wait_attached(&net, Duration::from_secs(30)).unwrap();
     let (_, sock) = c.vm(&a).unwrap();
@@ -108,10 +79,7 @@ impl Drop for Mount {
 #[test]
 fn a_veth_whose_peer_is_in_another_namespace_is_served() {
     let mut c = Cloud::new();
-    let net = c.net(71);
-    c.import_ok(&c.net_json(&net));
-    let a = c.vm_port(&net, 10);
-    c.import_ok(&Cloud::ports_json(&[&a]));
+    let (net, a) = c.net_with_vm(71);
     // The topology: no bridge, no device in the daemon's namespace;
     // both ends at ifindex 2 of their namespaces.
     let srv = TempNs::named(&names::namespace_name(&net.id)).unwrap();
@@ -416,7 +384,7 @@ fn a_namespace_removed_under_plumb_is_plumbed_again() {
     let ns = names::namespace_name(&net.id);
     ip(&["netns", "del", &ns]).unwrap();
     let t0 = Instant::now();
-    eventually("namespace plumbed again", Duration::from_secs(5), || {
+    wait_until("namespace plumbed again", Duration::from_secs(5), || {
         Path::new("/run/netns").join(&ns).exists()
     });
     assert_eq!(
@@ -468,7 +436,7 @@ fn deleting_a_network_too_big_for_the_change_log_detaches_it() {
             .unwrap();
         !out.stdout.is_empty()
     };
-    eventually(
+    wait_until(
         "the slow path holds port 67",
         Duration::from_secs(5),
         holds_67,
@@ -480,13 +448,13 @@ fn deleting_a_network_too_big_for_the_change_log_detaches_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let pin = c.bpffs.join("links").join(&net.id);
-    eventually("detached", Duration::from_secs(20), || !pin.exists());
+    wait_until("detached", Duration::from_secs(20), || !pin.exists());
     assert!(
         c.log().contains("reloading everything"),
         "the change log overflowed (else this test shows nothing): {}",
         c.log()
     );
-    eventually("slow path stopped", Duration::from_secs(3), || !holds_67());
+    wait_until("slow path stopped", Duration::from_secs(3), || !holds_67());
     let tap = names::tap_name(&net.dhcp_port_id);
     let out = Command::new("ip")
         .args(["-n", &ns, "-j", "-d", "link", "show", "dev", &tap])
@@ -529,7 +497,7 @@ fn slow_path_counters_survive_a_full_disk() {
     c.wait_log("saving slow-path counters", Duration::from_secs(5))
         .unwrap();
     std::fs::remove_file(&fill).unwrap();
-    eventually("every count saved", Duration::from_secs(5), || {
+    wait_until("every count saved", Duration::from_secs(5), || {
         stat(&c, "slow_unknown_clients") == before + N
     });
 }

@@ -211,10 +211,7 @@ fn status(c: &Cloud) -> (bool, Value) {
 #[test]
 fn prometheus_scrapes_the_daemon_and_status_follows_it() {
     let mut c = Cloud::new();
-    let net = c.net(79);
-    c.import_ok(&c.net_json(&net));
-    let a = c.vm_port(&net, 10);
-    c.import_ok(&Cloud::ports_json(&[&a]));
+    let (net, a) = c.net_with_vm(79);
     let metrics_port = free_port();
     let addr = format!("127.0.0.1:{metrics_port}");
     let started = xdhcp::daemon::health::unix_now_f64();

@@ -233,10 +233,7 @@ fn proc_caps(pid: u32, field: &str) -> u64 {
 #[test]
 fn notify_ready_after_first_sync_watchdog_repeats_under_unit_capabilities() {
     let mut c = Cloud::new();
-    let net = c.net(71);
-    c.import_ok(&c.net_json(&net));
-    let vm = c.vm_port(&net, 10);
-    c.import_ok(&Cloud::ports_json(&[&vm]));
+    let (net, vm) = c.net_with_vm(71);
 
     let caps = unit_caps("xdhcp.service");
     let mask = caps.iter().fold(0u64, |m, c| m | 1 << cap_bit(c));
@@ -339,12 +336,10 @@ fn notify_ready_after_first_sync_watchdog_repeats_under_unit_capabilities() {
         (Some(2), vm.ip),
         "OFFER"
     );
-    let mut inform = RequestFrame::discover(vm.mac).with_type(DHCPINFORM);
+    let mut inform = RequestFrame::discover(vm.mac)
+        .with_type(DHCPINFORM)
+        .unicast_from(vm.ip, net.server_ip, net.dhcp_mac);
     inform.xid = [0x71, 0, 0, 3];
-    inform.ciaddr = vm.ip;
-    inform.ip_src = vm.ip;
-    inform.ip_dst = net.server_ip;
-    inform.eth_dst = net.dhcp_mac;
     let ack = exchange(&vm_sock, &inform, Duration::from_secs(3))
         .unwrap_or_else(|| panic!("no ACK to INFORM from the slow path; log:\n{}", c.log()));
     assert_eq!(msg_type(&ack), Some(5), "slow-path ACK");

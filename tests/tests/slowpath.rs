@@ -10,7 +10,7 @@ use xdhcp::slowpath::reply::{DHCPDECLINE, DHCPINFORM, DHCPRELEASE};
 use xdhcp_tests::craft::RequestFrame;
 use xdhcp_tests::{
     cloud::{exchange, msg_type, Cloud},
-    yiaddr,
+    wait_until, yiaddr,
 };
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -21,16 +21,10 @@ fn counter(c: &Cloud, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name}"))
 }
 
-/// Polls until `f` holds (the daemon flushes counters and leases each second).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let end = std::time::Instant::now() + Duration::from_secs(4);
-    while std::time::Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within 4 s");
+/// Polls until `f` holds, for 4 s (the daemon flushes counters and leases
+/// each second).
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(4), f);
 }
 
 fn lease_state(c: &Cloud, mac: [u8; 6]) -> Option<String> {
@@ -46,11 +40,8 @@ fn lease_state(c: &Cloud, mac: [u8; 6]) -> Option<String> {
 #[test]
 fn slow_path_answers_records_and_survives() {
     let mut c = Cloud::new();
-    let net = c.net(64);
-    c.import_ok(&c.net_json(&net));
-    let a = c.vm_port(&net, 10);
+    let (net, a) = c.net_with_vm(64);
     let stranger = c.vm_port(&net, 99); // never imported
-    c.import_ok(&Cloud::ports_json(&[&a]));
     c.start(true);
     c.wait_attached(&net, Duration::from_secs(30)).unwrap();
     let (_, sock) = c.vm(&a).unwrap();
@@ -81,12 +72,10 @@ fn slow_path_answers_records_and_survives() {
     eventually("slow_replies counted", || counter(&c, "slow_replies") >= 2);
 
     // INFORM (the fast path always passes it up): ACK without lease time or yiaddr, to ciaddr.
-    let mut inform = RequestFrame::discover(a.mac).with_type(DHCPINFORM);
+    let mut inform = RequestFrame::discover(a.mac)
+        .with_type(DHCPINFORM)
+        .unicast_from(a.ip, net.server_ip, net.dhcp_mac);
     inform.xid = [0x51, 0, 0, 3];
-    inform.ciaddr = a.ip;
-    inform.ip_src = a.ip;
-    inform.ip_dst = net.server_ip;
-    inform.eth_dst = net.dhcp_mac;
     let reply = exchange(&sock, &inform, WAIT).expect("an ACK to INFORM");
     assert_eq!(msg_type(&reply), Some(5));
     assert_eq!(yiaddr(&reply), Ipv4Addr::UNSPECIFIED, "INFORM: yiaddr 0");
@@ -154,12 +143,9 @@ fn slow_path_answers_records_and_survives() {
     // RELEASE: recorded.
     let mut release = RequestFrame::discover(a.mac)
         .with_type(DHCPRELEASE)
-        .with_option(54, &net.server_ip.octets());
+        .with_option(54, &net.server_ip.octets())
+        .unicast_from(a.ip, net.server_ip, net.dhcp_mac);
     release.xid = [0x51, 0, 0, 7];
-    release.ciaddr = a.ip;
-    release.ip_src = a.ip;
-    release.ip_dst = net.server_ip;
-    release.eth_dst = net.dhcp_mac;
     sock.send(&release.bytes()).unwrap();
     eventually("RELEASE recorded", || {
         lease_state(&c, a.mac).as_deref() == Some("released")
