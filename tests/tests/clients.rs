@@ -552,6 +552,19 @@ fn one_vm(octet: u8) -> (Cloud, Net, VmPort, usize, RawSocket) {
     (c, net, port, vm, sock)
 }
 
+/// [`one_vm`], its VM's dhclient bound to the port's address, and the guest.
+fn dhclient_bound(octet: u8) -> (Cloud, Net, VmPort, RawSocket, Guest) {
+    let (c, net, port, vm, sock) = one_vm(octet);
+    let guest = Guest::new(&c, vm);
+    let ran = guest.dhclient();
+    assert!(
+        ran.ok() && ran.out.contains(&format!("DHCPACK of {}", port.ip)),
+        "first lease:\n{ran}\ndaemon log:\n{}",
+        c.log()
+    );
+    (c, net, port, sock, guest)
+}
+
 /// Asserts the fast path answered (OFFER and ACK) and the slow path did not.
 fn assert_fast(before: Counters, after: Counters, ran: &Ran, c: &Cloud) {
     assert!(
@@ -564,65 +577,64 @@ fn assert_fast(before: Counters, after: Counters, ran: &Ran, c: &Cloud) {
     );
 }
 
-#[test]
-fn dhclient_gets_and_applies_its_lease_from_the_fast_path() {
-    let (c, net, port, vm, _sock) = one_vm(71);
+/// Runs `client` in the VM of a served network (10.`octet`.0.0/24) under a
+/// capture and checks what every client must get: a lease (`bound` checks it
+/// is the port's), the port's configuration applied, answers from the fast
+/// path alone, and nothing malformed on the wire. Returns the cloud and the
+/// guest, still running.
+fn lease_from_the_fast_path(
+    octet: u8,
+    client: fn(&Guest) -> Ran,
+    bound: fn(&Guest, &Ran, &Net, &VmPort),
+) -> (Cloud, Guest) {
+    let (c, net, port, vm, _sock) = one_vm(octet);
     let guest = Guest::new(&c, vm);
     let mut capture = Capture::start(&c, vm);
     let before = Counters::read(&c);
 
-    let ran = guest.dhclient();
+    let ran = client(&guest);
     let dissection = capture.finish();
     assert!(
         ran.ok(),
-        "dhclient failed:\n{ran}\ndaemon log:\n{}",
+        "the client failed:\n{ran}\ndaemon log:\n{}",
         c.log()
     );
-    assert!(
-        ran.out.contains(&format!("DHCPACK of {}", port.ip)),
-        "no ACK of the port's address:\n{ran}"
-    );
+    bound(&guest, &ran, &net, &port);
     assert_configured(&guest, &port, &net, DNS, &ran, &c);
     assert_fast(before, Counters::read_flushed(&c), &ran, &c);
     assert_clean_dissection(&dissection);
+    (c, guest)
+}
 
+#[test]
+fn dhclient_gets_and_applies_its_lease_from_the_fast_path() {
+    let (_c, guest) = lease_from_the_fast_path(71, Guest::dhclient, |_, ran, _, port| {
+        assert!(
+            ran.out.contains(&format!("DHCPACK of {}", port.ip)),
+            "no ACK of the port's address:\n{ran}"
+        );
+    });
     let rel = guest.dhclient_release();
     assert!(rel.ok(), "{rel}");
 }
 
 #[test]
 fn udhcpc_gets_and_applies_its_lease_from_the_fast_path() {
-    let (c, net, port, vm, _sock) = one_vm(72);
-    let guest = Guest::new(&c, vm);
-    let mut capture = Capture::start(&c, vm);
-    let before = Counters::read(&c);
-
-    let ran = guest.udhcpc();
-    let dissection = capture.finish();
-    assert!(ran.ok(), "udhcpc failed:\n{ran}\ndaemon log:\n{}", c.log());
-    let env = guest.udhcpc_env();
-    assert!(
-        env.lines().any(|l| l == format!("ip={}", port.ip))
-            && env
-                .lines()
-                .any(|l| l == format!("serverid={}", net.server_ip)),
-        "udhcpc bound to the wrong lease or server:\n{env}\n{ran}"
-    );
-    assert_configured(&guest, &port, &net, DNS, &ran, &c);
-    assert_fast(before, Counters::read_flushed(&c), &ran, &c);
-    assert_clean_dissection(&dissection);
+    lease_from_the_fast_path(72, Guest::udhcpc, |guest, ran, net, port| {
+        let env = guest.udhcpc_env();
+        assert!(
+            env.lines().any(|l| l == format!("ip={}", port.ip))
+                && env
+                    .lines()
+                    .any(|l| l == format!("serverid={}", net.server_ip)),
+            "udhcpc bound to the wrong lease or server:\n{env}\n{ran}"
+        );
+    });
 }
 
 #[test]
 fn dhclient_renews_reboots_and_releases() {
-    let (c, net, port, vm, sock) = one_vm(73);
-    let guest = Guest::new(&c, vm);
-    let ran = guest.dhclient();
-    assert!(
-        ran.ok() && ran.out.contains(&format!("DHCPACK of {}", port.ip)),
-        "first lease:\n{ran}\ndaemon log:\n{}",
-        c.log()
-    );
+    let (c, net, port, sock, guest) = dhclient_bound(73);
     let bound = lease_in_state(&c, &port.mac, "bound")
         .unwrap_or_else(|row| panic!("no bound lease: {row:?}\nlog:\n{}", c.log()));
     assert_eq!(
@@ -691,14 +703,7 @@ fn dhclient_renews_reboots_and_releases() {
 
 #[test]
 fn a_changed_fixed_ip_is_naked_and_the_new_one_bound() {
-    let (c, net, port, vm, sock) = one_vm(74);
-    let guest = Guest::new(&c, vm);
-    let ran = guest.dhclient();
-    assert!(
-        ran.ok() && ran.out.contains(&format!("DHCPACK of {}", port.ip)),
-        "first lease:\n{ran}\ndaemon log:\n{}",
-        c.log()
-    );
+    let (c, net, port, sock, guest) = dhclient_bound(74);
     let stop = guest.dhclient_stop();
     assert!(stop.ok(), "{stop}");
 
