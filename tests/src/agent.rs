@@ -13,13 +13,16 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::{json, Value};
 use xdhcp::netns::{ip, TempNs};
 
 use crate::{cloud::xdhcp_bin, neutron::Neutron};
+
+/// How long dhclient may take for an answer the test expects.
+pub const ANSWERED: Duration = Duration::from_secs(20);
 
 /// One `xdhcp agent` process with its config files, bpffs and database.
 pub struct Agent {
@@ -165,16 +168,7 @@ impl Agent {
     /// as when the node is gone.
     pub fn down(&mut self) {
         self.stop(false);
-        let out = Command::new(xdhcp_bin())
-            .args(self.args())
-            .arg("down")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "xdhcp down: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.xdhcp(&["down"]);
     }
 
     pub fn running(&mut self) -> bool {
@@ -284,6 +278,29 @@ impl Agent {
         self.networks.push(id.clone());
         self.n.create_subnet(&id, cidr, subnet).unwrap();
         id
+    }
+
+    /// [`Agent::create_network`], then waits until neutron-server has
+    /// scheduled the network to a DHCP agent (this one: the only one in its
+    /// zone).
+    pub fn create_scheduled_network(&mut self, name: &str, cidr: &str, subnet: Value) -> String {
+        let id = self.create_network(name, cidr, subnet);
+        self.n
+            .wait_dhcp_agents(&id, 1, Duration::from_secs(30))
+            .unwrap();
+        id
+    }
+
+    /// Plugs a VM on `port` as Nova does, waits (up to `active_within`) until
+    /// neutron-server reports the port ACTIVE, and checks that the VM is
+    /// answered with the port's address `ip`: the VM.
+    pub fn plug_answered(&self, port: &Value, ip: &str, active_within: Duration) -> Vm {
+        let vm = Vm::plug(self.n, port);
+        self.n
+            .wait_port_status(port["id"].as_str().unwrap(), "ACTIVE", active_within)
+            .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", self.log()));
+        assert!(vm.dhclient(ANSWERED).has(ip, 24), "{}", self.log());
+        vm
     }
 
     /// The agent's id in neutron-server.
@@ -480,19 +497,6 @@ impl Drop for Vm {
             .args(["link", "del", &self.host_side])
             .output();
     }
-}
-
-/// Polls `f` every 50 ms until it holds; the time it took. Panics naming
-/// `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if f() {
-            return t0.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: not within {timeout:?}");
 }
 
 /// A short name unique to this test binary's run and to `tag`, for hosts and

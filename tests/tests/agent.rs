@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use xdhcp_tests::{
-    agent::{unique, vm_port, wait_until, Agent, Vm, VmPort},
+    agent::{unique, vm_port, Agent, Vm, VmPort, ANSWERED},
     neutron::Neutron,
+    wait_until,
 };
 
-/// dhclient's limit when an answer is expected (a DORA takes milliseconds).
-const ANSWERED: Duration = Duration::from_secs(20);
 /// dhclient's limit when no answer is expected.
 const SILENT: Duration = Duration::from_secs(6);
 
@@ -190,23 +189,15 @@ fn admin_down_and_network_removal_stop_serving_and_undoing_them_serves_again() {
     let mut agent = Agent::new(n, &host, &unique("azb"));
     let agent_obj = agent.start();
     let agent_id = agent_obj["id"].as_str().unwrap().to_string();
-    let net_id = agent.create_network(&format!("xnet-{host}"), "10.124.0.0/24", json!({}));
-    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
-        .unwrap();
+    let net_id =
+        agent.create_scheduled_network(&format!("xnet-{host}"), "10.124.0.0/24", json!({}));
     let VmPort {
         port,
         ip: ip_addr,
         mac,
         ..
     } = vm_port(n, &net_id, &host, "vm-b", json!({}));
-    let vm = Vm::plug(n, &port);
-    n.wait_port_status(
-        port["id"].as_str().unwrap(),
-        "ACTIVE",
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.log()));
-    assert!(vm.dhclient(ANSWERED).has(&ip_addr, 24), "{}", agent.log());
+    let vm = agent.plug_answered(&port, &ip_addr, Duration::from_secs(30));
     let qdhcp = xdhcp::netns::names::namespace_name(&net_id);
     let ns_exists = |name: &str| {
         std::fs::read_dir("/run/netns")
@@ -214,67 +205,52 @@ fn admin_down_and_network_removal_stop_serving_and_undoing_them_serves_again() {
             .unwrap_or(false)
     };
     assert!(ns_exists(&qdhcp), "{qdhcp} plumbed");
+    // After `step`: out of the fast path, the namespace gone, no answer.
+    let stopped = |step: &str| {
+        wait_until(
+            &format!("{step} reaches the fast path"),
+            Duration::from_secs(20),
+            || agent.fast_path_ip(&mac).is_none(),
+        );
+        wait_until(
+            "the qdhcp namespace is removed",
+            Duration::from_secs(20),
+            || !ns_exists(&qdhcp),
+        );
+        let got = vm.dhclient(SILENT);
+        assert!(!got.ok, "served after {step}: {}", got.text);
+    };
+    // After `step`: back in the fast path and answered.
+    let served = |step: &str| {
+        wait_until(
+            &format!("{step} reaches the fast path"),
+            Duration::from_secs(30),
+            || agent.fast_path_ip(&mac).is_some(),
+        );
+        let got = vm.dhclient(ANSWERED);
+        assert!(
+            got.has(&ip_addr, 24),
+            "after {step}: {}\n{}",
+            got.text,
+            agent.log()
+        );
+    };
 
     // admin_state_up false: the DHCP port released, nothing served.
     n.set_agent_admin_state(&agent_id, false).unwrap();
-    wait_until(
-        "admin-down reaches the fast path",
-        Duration::from_secs(20),
-        || agent.fast_path_ip(&mac).is_none(),
-    );
     wait_until("the DHCP port is released", Duration::from_secs(20), || {
         agent.dhcp_port_ip(&net_id).is_none()
     });
-    wait_until(
-        "the qdhcp namespace is removed",
-        Duration::from_secs(20),
-        || !ns_exists(&qdhcp),
-    );
-    let got = vm.dhclient(SILENT);
-    assert!(!got.ok, "served while admin-down: {}", got.text);
-
+    stopped("admin-down");
     // admin_state_up true: served again.
     n.set_agent_admin_state(&agent_id, true).unwrap();
-    wait_until(
-        "admin-up reaches the fast path",
-        Duration::from_secs(30),
-        || agent.fast_path_ip(&mac).is_some(),
-    );
-    let got = vm.dhclient(ANSWERED);
-    assert!(
-        got.has(&ip_addr, 24),
-        "after admin-up: {}\n{}",
-        got.text,
-        agent.log()
-    );
+    served("admin-up");
 
     // dhcp-agent-network-remove: not served here; add: served again.
     n.remove_network_from_agent(&agent_id, &net_id).unwrap();
-    wait_until(
-        "the removal reaches the fast path",
-        Duration::from_secs(20),
-        || agent.fast_path_ip(&mac).is_none(),
-    );
-    wait_until(
-        "the qdhcp namespace is removed",
-        Duration::from_secs(20),
-        || !ns_exists(&qdhcp),
-    );
-    let got = vm.dhclient(SILENT);
-    assert!(!got.ok, "served after network-remove: {}", got.text);
+    stopped("network-remove");
     n.add_network_to_agent(&agent_id, &net_id).unwrap();
-    wait_until(
-        "the network is back in the fast path",
-        Duration::from_secs(30),
-        || agent.fast_path_ip(&mac).is_some(),
-    );
-    let got = vm.dhclient(ANSWERED);
-    assert!(
-        got.has(&ip_addr, 24),
-        "after network-add: {}\n{}",
-        got.text,
-        agent.log()
-    );
+    served("network-add");
     assert!(agent.running(), "agent exited:\n{}", agent.log());
 }
 
@@ -438,9 +414,8 @@ fn port_create_to_active_over_twenty_ports() {
     let host = unique("xg");
     let mut agent = Agent::new(n, &host, &unique("azg"));
     agent.start();
-    let net_id = agent.create_network(&format!("xnet-{host}"), "10.128.0.0/24", json!({}));
-    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
-        .unwrap();
+    let net_id =
+        agent.create_scheduled_network(&format!("xnet-{host}"), "10.128.0.0/24", json!({}));
     let mut times = Vec::new();
     let mut vms = Vec::new();
     for i in 0..20 {
@@ -498,9 +473,8 @@ fn ovs_use_veth_false_plugs_an_internal_port_into_the_namespace() {
     agent.use_veth = false;
     agent.bridge = br.1.clone();
     agent.start();
-    let net_id = agent.create_network(&format!("xnet-{host}"), "10.129.0.0/24", json!({}));
-    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
-        .unwrap();
+    let net_id =
+        agent.create_scheduled_network(&format!("xnet-{host}"), "10.129.0.0/24", json!({}));
     let VmPort {
         ip: ip_addr, mac, ..
     } = vm_port(n, &net_id, &host, "vm-h", json!({}));

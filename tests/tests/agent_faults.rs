@@ -12,11 +12,10 @@ use std::{
 
 use serde_json::{json, Value};
 use xdhcp_tests::{
-    agent::{unique, vm_port, wait_until, Agent, Vm},
+    agent::{unique, vm_port, Agent, Vm, ANSWERED},
     neutron::Neutron,
+    wait_until,
 };
-
-const ANSWERED: Duration = Duration::from_secs(20);
 
 fn new_port(n: &Neutron, net_id: &str, host: &str, device: &str) -> (Value, String) {
     let p = vm_port(n, net_id, host, device, json!({}));
@@ -49,18 +48,10 @@ fn serves_through_kill9_rabbitmq_restart_and_neutron_server_restart() {
     let host = unique("xf");
     let mut agent = Agent::new(n, &host, &unique("azf"));
     agent.start();
-    let net_id = agent.create_network(&format!("xnet-{host}"), "10.127.0.0/24", json!({}));
-    n.wait_dhcp_agents(&net_id, 1, Duration::from_secs(30))
-        .unwrap();
+    let net_id =
+        agent.create_scheduled_network(&format!("xnet-{host}"), "10.127.0.0/24", json!({}));
     let (p1, ip1) = new_port(n, &net_id, &host, "vm-f1");
-    let vm1 = Vm::plug(n, &p1);
-    n.wait_port_status(
-        p1["id"].as_str().unwrap(),
-        "ACTIVE",
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log()));
-    assert!(vm1.dhclient(ANSWERED).has(&ip1, 24), "{}", agent.log());
+    let vm1 = agent.plug_answered(&p1, &ip1, Duration::from_secs(30));
 
     // kill -9: the pinned fast path keeps answering; a port created
     // meanwhile stays DOWN until the restarted agent resyncs and reports it.
@@ -77,15 +68,8 @@ fn serves_through_kill9_rabbitmq_restart_and_neutron_server_restart() {
         p2 = port;
     });
     eprintln!("kill -9 and restart: {runs} DORAs, all answered");
-    let vm2 = Vm::plug(n, &p2);
-    n.wait_port_status(
-        p2["id"].as_str().unwrap(),
-        "ACTIVE",
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log()));
     let ip2 = p2["fixed_ips"][0]["ip_address"].as_str().unwrap();
-    assert!(vm2.dhclient(ANSWERED).has(ip2, 24), "{}", agent.log());
+    let vm2 = agent.plug_answered(&p2, ip2, Duration::from_secs(30));
 
     // RabbitMQ stopped: answers go on, and an agent restarted meanwhile
     // serves from its own store; RabbitMQ back: the agent reconnects and
@@ -117,27 +101,13 @@ fn serves_through_kill9_rabbitmq_restart_and_neutron_server_restart() {
         got.text
     );
     let (p3, ip3) = new_port(n, &net_id, &host, "vm-f3");
-    let vm3 = Vm::plug(n, &p3);
-    n.wait_port_status(
-        p3["id"].as_str().unwrap(),
-        "ACTIVE",
-        Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log()));
-    assert!(vm3.dhclient(ANSWERED).has(&ip3, 24), "{}", agent.log());
+    let _vm3 = agent.plug_answered(&p3, &ip3, Duration::from_secs(120));
 
     // neutron-server restarted: nothing to do by hand.
     let runs = answered_throughout(&vm1, &ip1, || n.restart_neutron_server());
     eprintln!("neutron-server restart: {runs} DORAs, all answered");
     let (p4, ip4) = new_port(n, &net_id, &host, "vm-f4");
-    let vm4 = Vm::plug(n, &p4);
-    n.wait_port_status(
-        p4["id"].as_str().unwrap(),
-        "ACTIVE",
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log()));
-    assert!(vm4.dhclient(ANSWERED).has(&ip4, 24), "{}", agent.log());
+    let _vm4 = agent.plug_answered(&p4, &ip4, Duration::from_secs(60));
     n.wait_agent_alive(&host, "DHCP agent", Duration::from_secs(30))
         .unwrap();
     assert!(agent.running(), "{}", agent.log());
