@@ -19,7 +19,9 @@ use crate::RawSocket;
 
 static N: AtomicU32 = AtomicU32::new(0);
 
-/// The `xdhcp` binary (built by `cargo test` for the dhcp-user package).
+/// The `xdhcp` binary next to the test executable. `cargo xtask test` builds
+/// it first; running one test binary by hand, build it with the same profile
+/// (`cargo build [--release] -p dhcp-user`), or an older daemon is tested.
 pub fn xdhcp_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests live in target/<profile>/deps, bench binaries in target/<profile>.

@@ -244,6 +244,19 @@ fn test(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The end-to-end tests run the `xdhcp` binary found next to them
+    // (tests::cloud::xdhcp_bin); cargo builds a package's binary for its own
+    // integration tests only, and these live in another package: build it
+    // here, so no test runs an older daemon than the sources.
+    cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "dhcp-user",
+        "--bin",
+        "xdhcp",
+    ])?;
     let mut totals = Totals::default();
     let mut args = vec!["test", "--release"];
     args.extend(extra.iter().map(String::as_str));

@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     io::{Read, Write},
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -35,17 +35,13 @@ pub struct PidLock {
     path: PathBuf,
 }
 
-/// Takes an exclusive flock on `file` without waiting; false if another holds it.
+/// Takes an exclusive lock (flock(2) on Linux) on `file` without waiting;
+/// false if another holds it.
 fn try_flock(file: &File) -> Result<bool> {
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err).context("flock")
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("flock"),
     }
 }
 
