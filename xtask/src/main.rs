@@ -68,15 +68,7 @@ fn main() -> Result<()> {
             build_ebpf()?;
             // The demo drives the `xdhcp` binary; both are built first, the
             // demo (a harness, not part of the daemon) from the tests crate.
-            cargo(&[
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "dhcp-user",
-                "--bin",
-                "xdhcp",
-            ])?;
+            build_xdhcp()?;
             cargo(&[
                 "run",
                 "--release",
@@ -228,6 +220,19 @@ fn build_ebpf() -> Result<()> {
     Ok(())
 }
 
+/// The release `xdhcp` binary, which the demo and the end-to-end tests run.
+fn build_xdhcp() -> Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "dhcp-user",
+        "--bin",
+        "xdhcp",
+    ])
+}
+
 fn test(extra: &[String]) -> Result<()> {
     setup::ensure(setup::Need::Everything)?;
     build_ebpf()?;
@@ -248,15 +253,7 @@ fn test(extra: &[String]) -> Result<()> {
     // (tests::cloud::xdhcp_bin); cargo builds a package's binary for its own
     // integration tests only, and these live in another package: build it
     // here, so no test runs an older daemon than the sources.
-    cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "dhcp-user",
-        "--bin",
-        "xdhcp",
-    ])?;
+    build_xdhcp()?;
     let mut totals = Totals::default();
     let mut args = vec!["test", "--release"];
     args.extend(extra.iter().map(String::as_str));
