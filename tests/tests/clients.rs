@@ -428,8 +428,9 @@ impl Capture {
             pcap,
             log,
         };
-        // tshark says so on stderr once dumpcap has the device open.
-        let end = Instant::now() + Duration::from_secs(15);
+        // tshark says so on stderr once dumpcap has the device open (its
+        // start-up alone takes seconds on a loaded 2-core machine).
+        let end = Instant::now() + Duration::from_secs(40);
         while !cap.log_text().contains("Capturing on") {
             assert!(
                 Instant::now() < end,
