@@ -305,11 +305,25 @@ pub fn port_options(
     Ok((blob, siaddr))
 }
 
-/// Option 12: the port's dns_name, else Neutron's `host-a-b-c-d`.
+/// Option 12 as Neutron's dnsmasq sends it: the dns_name's first label
+/// (dnsmasq strips the domain), else `host-a-b-c-d`. A name that is no DNS
+/// label (a row another writer put there: import refuses it) is not sent as
+/// is: the port gets `host-a-b-c-d`, as if it had none. A label is ASCII and at
+/// most 63 bytes, so it fits [`HOSTNAME_MAX`] whole.
 pub fn hostname(port: &Port, ip: Ipv4Addr) -> Vec<u8> {
-    let name = match port.dns_name.as_deref() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => format!("host-{}", ip.to_string().replace('.', "-")),
+    let label = port
+        .dns_name
+        .as_deref()
+        .and_then(|n| n.split('.').next())
+        .filter(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    let name = match label {
+        Some(l) => l.to_string(),
+        None => format!("host-{}", ip.to_string().replace('.', "-")),
     };
     let mut b = name.into_bytes();
     b.truncate(HOSTNAME_MAX);
@@ -497,6 +511,24 @@ mod tests {
                 model(|d| d["ports"][1]["dns_name"] = "web-1".into()),
                 &def,
                 |l| l.unwrap().hostname == b"web-1",
+            ),
+            (
+                "an FQDN dns_name sends its first label, as dnsmasq strips the domain",
+                model(|d| d["ports"][1]["dns_name"] = "web-1.cloud.example.".into()),
+                &def,
+                |l| l.unwrap().hostname == b"web-1",
+            ),
+            (
+                "a dns_name Neutron refuses (;, newline, NUL: another writer's) is host-a-b-c-d",
+                model(|d| d["ports"][1]["dns_name"] = "web;1\n\u{0}".into()),
+                &def,
+                |l| l.unwrap().hostname == b"host-10-0-0-5",
+            ),
+            (
+                "a name that is no DNS label is never cut inside a UTF-8 character",
+                model(|d| d["ports"][1]["dns_name"] = format!("{}é", "a".repeat(63)).into()),
+                &def,
+                |l| l.unwrap().hostname == b"host-10-0-0-5",
             ),
             (
                 "extra_dhcp_opts: tftp-server is option 66, NUL-terminated as dnsmasq does",
