@@ -605,7 +605,7 @@ mod tests {
             ),
             (
                 "a dns_name with NUL",
-                |d| d.ports[0].dns_name = Some("web\01".into()),
+                |d| d.ports[0].dns_name = Some("web\0-1".into()),
                 "ports[0] (id port-a): dns_name",
             ),
             (
