@@ -21,6 +21,8 @@ pub mod netns;
 pub mod neutron;
 /// Neutron's semantics: one network's DHCP config and leases, its option blobs.
 pub mod plan;
+/// Rate-limited per-client log lines, with the count of what was suppressed.
+pub mod ratelimit;
 /// The slow path: what the XDP program passes up, answered by the same rules.
 pub mod slowpath;
 /// The SQLite store: networks, subnets, ports, network ids, the change log, leases.

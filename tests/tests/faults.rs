@@ -594,3 +594,33 @@ fn a_missing_or_empty_database_next_to_pins_is_refused_and_a_deleted_one_reporte
         .unwrap();
     assert_eq!(offered(&sock, a.mac, 0xc00, WAIT), Some(a.ip));
 }
+
+/// A DECLINE flood from one VM (issue 17: 100,000 WARN lines in 20 s) writes
+/// a bounded number of lines, the later ones saying how many were suppressed.
+#[test]
+fn a_decline_flood_from_one_client_writes_few_log_lines() {
+    let mut c = Cloud::new();
+    let (net, a, sock) = served(&mut c, 83, None);
+    let mut decline = RequestFrame::discover(a.mac)
+        .with_type(xdhcp::slowpath::reply::DHCPDECLINE)
+        .with_option(50, &a.ip.octets())
+        .with_option(54, &net.server_ip.octets());
+    // Longer than one interval of the limiter, so that a second line is due.
+    let flood = xdhcp::ratelimit::LOG_EVERY + Duration::from_secs(1);
+    let end = Instant::now() + flood;
+    let mut sent = 0u32;
+    while Instant::now() < end {
+        decline.xid = (0xd00 + sent).to_be_bytes();
+        sock.send(&decline.bytes()).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    c.wait_log("more suppressed)", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("after {sent} DECLINEs: {e}"));
+    let lines = c.log().matches("DHCPDECLINE").count();
+    assert!(
+        sent > 1000 && (2..=3).contains(&lines),
+        "{sent} DECLINEs wrote {lines} DHCPDECLINE lines:\n{}",
+        c.log()
+    );
+}

@@ -127,13 +127,18 @@ impl AgentConfig {
             "dhcp_lease_duration" => {
                 self.dhcp_lease_duration = lease_duration(value).with_context(ctx)?
             }
-            "dns_domain" => self.dns_domain = string(value).with_context(ctx)?.trim().to_string(),
+            "dns_domain" => {
+                let d = string(value).with_context(ctx)?.trim();
+                check_dns_domain(d).with_context(ctx)?;
+                self.dns_domain = d.to_string();
+            }
             "enable_isolated_metadata" => {
                 self.enable_isolated_metadata = boolean(value).with_context(ctx)?
             }
             "force_metadata" => self.force_metadata = boolean(value).with_context(ctx)?,
             "dnsmasq_dns_servers" => {
-                self.dnsmasq_dns_servers = ipv4_list(value).with_context(ctx)?
+                self.dnsmasq_dns_servers = ipv4_list(value).with_context(ctx)?;
+                check_dns_servers(&self.dnsmasq_dns_servers).with_context(ctx)?;
             }
             "enable_relay" => self.enable_relay = boolean(value).with_context(ctx)?,
             "relay_addresses" => self.relay_addresses = ipv4_list(value).with_context(ctx)?,
@@ -141,6 +146,56 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// The most DNS servers option 6 carries: 4 bytes each in one 255-byte option.
+pub const DNS_SERVERS_MAX: usize = 63;
+
+/// The longest domain name (RFC 1035: 255 bytes on the wire, 253 characters written).
+pub const DOMAIN_MAX: usize = 253;
+
+/// `dnsmasq_dns_servers` fits option 6 (the fast path's blob has room for no
+/// RFC 3396 long DNS option, and one that does not fit leaves every port unserved).
+pub fn check_dns_servers(servers: &[Ipv4Addr]) -> Result<()> {
+    if servers.len() > DNS_SERVERS_MAX {
+        bail!(
+            "{} servers, at most {DNS_SERVERS_MAX} fit option 6",
+            servers.len()
+        );
+    }
+    Ok(())
+}
+
+/// `dns_domain` is a domain name option 15 can carry: at most 253 characters
+/// (a trailing dot is dropped, as dnsmasq's --domain does), labels of 1 to 63
+/// letters, digits, hyphens or underscores, not starting or ending with a hyphen.
+/// Empty means no option 15.
+pub fn check_dns_domain(domain: &str) -> Result<()> {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.is_empty() {
+        return Ok(());
+    }
+    if d.len() > DOMAIN_MAX {
+        bail!("{domain:?}: {} characters, at most {DOMAIN_MAX}", d.len());
+    }
+    for label in d.split('.') {
+        if label.is_empty() {
+            bail!("{domain:?} has an empty label");
+        }
+        if label.len() > 63 {
+            bail!(
+                "{domain:?}: label {label:?} has {} characters, at most 63",
+                label.len()
+            );
+        }
+        let legal = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if !label.chars().all(legal) || label.starts_with('-') || label.ends_with('-') {
+            bail!(
+                "{domain:?}: label {label:?} must be letters, digits, hyphens or underscores, not starting or ending with a hyphen"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn string(v: &Value) -> Result<&str> {
@@ -326,6 +381,31 @@ mod tests {
                 "a key set twice",
                 "force_metadata = true\n[DEFAULT]\nforce_metadata = false",
                 &["force_metadata", "both"],
+            ),
+            (
+                "64 DNS servers (option 6 holds 63)",
+                "dnsmasq_dns_servers = \"10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5,10.0.0.6,10.0.0.7,10.0.0.8,10.0.0.9,10.0.0.10,10.0.0.11,10.0.0.12,10.0.0.13,10.0.0.14,10.0.0.15,10.0.0.16,10.0.0.17,10.0.0.18,10.0.0.19,10.0.0.20,10.0.0.21,10.0.0.22,10.0.0.23,10.0.0.24,10.0.0.25,10.0.0.26,10.0.0.27,10.0.0.28,10.0.0.29,10.0.0.30,10.0.0.31,10.0.0.32,10.0.0.33,10.0.0.34,10.0.0.35,10.0.0.36,10.0.0.37,10.0.0.38,10.0.0.39,10.0.0.40,10.0.0.41,10.0.0.42,10.0.0.43,10.0.0.44,10.0.0.45,10.0.0.46,10.0.0.47,10.0.0.48,10.0.0.49,10.0.0.50,10.0.0.51,10.0.0.52,10.0.0.53,10.0.0.54,10.0.0.55,10.0.0.56,10.0.0.57,10.0.0.58,10.0.0.59,10.0.0.60,10.0.0.61,10.0.0.62,10.0.0.63,10.0.0.64\"",
+                &["dnsmasq_dns_servers", "64 servers", "at most 63"],
+            ),
+            (
+                "a 300-character domain",
+                "dns_domain = \"a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.example\"",
+                &["dns_domain", "characters", "at most 253"],
+            ),
+            (
+                "a domain label of 64 characters",
+                "dns_domain = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example\"",
+                &["dns_domain", "label", "at most 63"],
+            ),
+            (
+                "a domain with a semicolon",
+                "dns_domain = \"cloud;example\"",
+                &["dns_domain", "\"cloud;example\"", "letters, digits"],
+            ),
+            (
+                "a domain with an empty label",
+                "dns_domain = \"cloud..example\"",
+                &["dns_domain", "empty label"],
             ),
             (
                 "text that is not TOML",

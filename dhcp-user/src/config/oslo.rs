@@ -730,7 +730,14 @@ fn build(v: &Values, warnings: &mut Vec<String>) -> Result<AgentSettings> {
                 Err(_) => return Err(at.error(&format!("{item:?} is not an IP address"))),
             }
         }
+        super::check_dns_servers(&servers).map_err(|e| at.error(&format!("{e}")))?;
         servers
+    };
+
+    let dns_domain = {
+        let d = v.get(DEFAULT, "dns_domain")?;
+        super::check_dns_domain(&d.text).map_err(|e| d.error(&format!("{e}")))?;
+        d.text
     };
 
     let relay_addresses = {
@@ -785,7 +792,7 @@ fn build(v: &Values, warnings: &mut Vec<String>) -> Result<AgentSettings> {
         ovs_integration_bridge,
         ovs_use_veth: v.boolean(DEFAULT, "ovs_use_veth")?,
         dhcp_lease_duration,
-        dns_domain: v.get(DEFAULT, "dns_domain")?.text,
+        dns_domain,
         enable_isolated_metadata: v.boolean(DEFAULT, "enable_isolated_metadata")?,
         force_metadata: v.boolean(DEFAULT, "force_metadata")?,
         dnsmasq_dns_servers,
@@ -1258,9 +1265,9 @@ mod tests {
                 assert_eq!(s.db, PathBuf::from("/srv/n/x.db"));
                 assert_eq!(s.bpffs, PathBuf::from("/srv/n/bpf"));
             }),
-            ("$state_path uses its default when unset; $$ and \\$ are a literal $", &["[xdhcp]\ndb = $state_path/x.db\n[DEFAULT]\ndns_domain = a$$b\nhost = c\\$d\ncontrol_exchange = $ alone\n"], |s, _| {
+            ("$state_path uses its default when unset; $$ and \\$ are a literal $", &["[xdhcp]\ndb = $state_path/x.db\n[agent]\navailability_zone = a$$b\n[DEFAULT]\nhost = c\\$d\ncontrol_exchange = $ alone\n"], |s, _| {
                 assert_eq!(s.db, PathBuf::from("/var/lib/neutron/x.db"));
-                assert_eq!(s.dns_domain, "a$b");
+                assert_eq!(s.availability_zone, "a$b");
                 assert_eq!(s.host, "c$d");
                 assert_eq!(s.control_exchange, "$ alone");
             }),
@@ -1580,6 +1587,21 @@ mod tests {
                 "a bad DNS server",
                 &["[DEFAULT]\ndnsmasq_dns_servers = 8.8.8.8, dns.example\n"],
                 &["[DEFAULT] dnsmasq_dns_servers", "\"dns.example\""],
+            ),
+            (
+                "64 DNS servers (option 6 holds 63)",
+                &["[DEFAULT]\ndnsmasq_dns_servers = 10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5,10.0.0.6,10.0.0.7,10.0.0.8,10.0.0.9,10.0.0.10,10.0.0.11,10.0.0.12,10.0.0.13,10.0.0.14,10.0.0.15,10.0.0.16,10.0.0.17,10.0.0.18,10.0.0.19,10.0.0.20,10.0.0.21,10.0.0.22,10.0.0.23,10.0.0.24,10.0.0.25,10.0.0.26,10.0.0.27,10.0.0.28,10.0.0.29,10.0.0.30,10.0.0.31,10.0.0.32,10.0.0.33,10.0.0.34,10.0.0.35,10.0.0.36,10.0.0.37,10.0.0.38,10.0.0.39,10.0.0.40,10.0.0.41,10.0.0.42,10.0.0.43,10.0.0.44,10.0.0.45,10.0.0.46,10.0.0.47,10.0.0.48,10.0.0.49,10.0.0.50,10.0.0.51,10.0.0.52,10.0.0.53,10.0.0.54,10.0.0.55,10.0.0.56,10.0.0.57,10.0.0.58,10.0.0.59,10.0.0.60,10.0.0.61,10.0.0.62,10.0.0.63,10.0.0.64\n"],
+                &["[DEFAULT] dnsmasq_dns_servers", "64 servers", "at most 63"],
+            ),
+            (
+                "a 300-character dns_domain",
+                &["[DEFAULT]\ndns_domain = a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.example\n"],
+                &["[DEFAULT] dns_domain", "at most 253"],
+            ),
+            (
+                "a dns_domain with a newline escape and a space",
+                &["[DEFAULT]\ndns_domain = cloud example\n"],
+                &["[DEFAULT] dns_domain", "letters, digits"],
             ),
             (
                 "an IPv6 relay address",

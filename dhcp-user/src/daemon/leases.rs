@@ -15,6 +15,7 @@ use crate::{
     daemon::{follow::NetIds, Daemon},
     mapsync::Sync,
     neutron::model::MacAddr,
+    ratelimit::{suppressed, RateLimit},
     slowpath::Event,
     store::{Db, LeaseRecord, LeaseState},
 };
@@ -94,6 +95,15 @@ fn boottime_ns() -> u64 {
 pub(super) struct LeaseRecorder {
     /// The ACK record last written to the database, per client still in ACKS.
     acks_seen: HashMap<ClientKey, AckRecord>,
+    /// The per-client lines (a DECLINE flood must not fill the log).
+    log_limit: RateLimit<(EventLine, ClientKey)>,
+}
+
+/// The kinds of per-client line the event sink writes, each limited on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum EventLine {
+    Declined,
+    RecordFailed,
 }
 
 impl LeaseRecorder {
@@ -196,12 +206,19 @@ impl Daemon {
                 Event::Declined { net, mac, ip } => {
                     let network = self.net_ids.network_of(net).unwrap_or("");
                     let port = self.sync.port_of(network, mac).unwrap_or("");
-                    tracing::warn!(network = %network, port = %port, ip = %ip, mac = %MacAddr(mac), "DHCPDECLINE: the client says its address is in use");
+                    let key = (EventLine::Declined, ClientKey::new(net, mac));
+                    if let Some(n) = self.leases.log_limit.allow(key) {
+                        tracing::warn!(network = %network, port = %port, ip = %ip, mac = %MacAddr(mac), "DHCPDECLINE: the client says its address is in use{}", suppressed(n));
+                    }
                     self.record_event(net, mac, ip, LeaseState::Declined)
                 }
             };
             if let Err(e) = result {
-                tracing::warn!("recording a slow-path event: {e:#}");
+                // A broken store fails every event: one line per interval says so.
+                let key = (EventLine::RecordFailed, ClientKey::default());
+                if let Some(n) = self.leases.log_limit.allow(key) {
+                    tracing::warn!("recording a slow-path event: {e:#}{}", suppressed(n));
+                }
             }
         }
     }

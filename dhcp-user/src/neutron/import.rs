@@ -15,8 +15,14 @@ use ipnet::IpNet;
 use serde_json::Value;
 use serde_path_to_error::Segment;
 
-use crate::neutron::model::{ImportDoc, MacAddr, Port, Snapshot, Subnet};
-use crate::plan::extra_opts;
+use std::net::IpAddr;
+
+use crate::config::AgentConfig;
+use crate::neutron::model::{ImportDoc, MacAddr, Network, Port, Snapshot, Subnet};
+use crate::plan::{self, extra_opts};
+
+/// The smallest MTU an IPv4 network may have (RFC 791; Neutron refuses less on IPv4 subnets).
+pub const MTU_MIN: u32 = 68;
 
 /// The top-level keys an import document may have.
 const TOP_KEYS: [&str; 3] = ["networks", "subnets", "ports"];
@@ -110,11 +116,11 @@ pub fn validate(doc: &ImportDoc, existing: &Snapshot) -> Result<()> {
     let subnet_names = names("subnets", doc.subnets.iter().map(|s| s.id.as_str()))?;
     let port_names = names("ports", doc.ports.iter().map(|p| p.id.as_str()))?;
 
-    let networks: HashSet<&str> = existing
+    let networks: HashMap<&str, &Network> = existing
         .networks
         .iter()
         .chain(&doc.networks)
-        .map(|n| n.id.as_str())
+        .map(|n| (n.id.as_str(), n))
         .collect();
     let subnets: HashMap<&str, &Subnet> = existing
         .subnets
@@ -124,8 +130,14 @@ pub fn validate(doc: &ImportDoc, existing: &Snapshot) -> Result<()> {
         .collect();
 
     for (n, name) in doc.networks.iter().zip(&network_names) {
-        if n.mtu == Some(0) {
-            bail!("{name}: mtu 0 is not an MTU");
+        match n.mtu {
+            Some(m) if m < MTU_MIN => {
+                bail!("{name}: mtu {m} is below {MTU_MIN}, the minimum for IPv4")
+            }
+            Some(m) if m > u32::from(u16::MAX) => {
+                bail!("{name}: mtu {m} is above 65535, more than option 26 holds")
+            }
+            _ => {}
         }
     }
     for (s, name) in doc.subnets.iter().zip(&subnet_names) {
@@ -152,10 +164,28 @@ pub fn validate(doc: &ImportDoc, existing: &Snapshot) -> Result<()> {
         }
     }
 
-    // One MAC per network: the stored ports the document keeps, then the document's.
+    // One MAC and one port per address per network: the stored ports the
+    // document keeps, then the document's (Neutron's IPAM allocates an address once).
     let mut macs: HashMap<(&str, MacAddr), String> = HashMap::new();
+    let mut ips: HashMap<(&str, IpAddr), String> = HashMap::new();
     for p in kept_ports {
         macs.insert((&p.network_id, p.mac_address), format!("port {}", p.id));
+        for f in &p.fixed_ips {
+            ips.insert((&p.network_id, f.ip_address), format!("port {}", p.id));
+        }
+    }
+    for (p, name) in doc.ports.iter().zip(&port_names) {
+        for (i, f) in p.fixed_ips.iter().enumerate() {
+            if let Some(other) = ips.insert((&p.network_id, f.ip_address), name.clone()) {
+                if &other != name {
+                    bail!(
+                        "{name}: fixed_ips[{i}].ip_address {} is already that of {other} on network {}",
+                        f.ip_address,
+                        p.network_id
+                    );
+                }
+            }
+        }
     }
     for (p, name) in doc.ports.iter().zip(&port_names) {
         if let Some(other) = macs.insert((&p.network_id, p.mac_address), name.clone()) {
@@ -177,6 +207,7 @@ fn names<'a>(list: &str, ids: impl Iterator<Item = &'a str>) -> Result<Vec<Strin
         if id.is_empty() {
             bail!("{list}[{i}]: id is empty");
         }
+        check_id(id).map_err(|e| anyhow!("{list}[{i}]: id {e}"))?;
         let name = name(list, i, id);
         if let Some(j) = first.insert(id, i) {
             bail!("{name}: id is also that of {list}[{j}]");
@@ -186,8 +217,50 @@ fn names<'a>(list: &str, ids: impl Iterator<Item = &'a str>) -> Result<Vec<Strin
     Ok(out)
 }
 
-fn check_subnet(name: &str, s: &Subnet, networks: &HashSet<&str>) -> Result<()> {
-    if !networks.contains(s.network_id.as_str()) {
+/// An id `xdhcp delete` can be given on a command line: no control characters.
+fn check_id(id: &str) -> Result<()> {
+    if id.chars().any(char::is_control) {
+        bail!("{id:?} holds a control character");
+    }
+    Ok(())
+}
+
+/// A port's `dns_name` as neutron-lib's validator takes it: at most 255
+/// characters (a trailing dot allowed), labels of 1 to 63 letters, digits or
+/// hyphens, not starting or ending with a hyphen, a TLD not all digits.
+pub fn check_dns_name(dns_name: &str) -> Result<()> {
+    let d = dns_name.strip_suffix('.').unwrap_or(dns_name);
+    if d.len() > 255 {
+        bail!("{dns_name:?} exceeds the 255 character FQDN limit");
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    for label in &labels {
+        if label.is_empty() {
+            bail!("{dns_name:?} has an empty label");
+        }
+        let legal = label.len() <= 63
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !legal {
+            bail!(
+                "{dns_name:?}: label {label:?} must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen"
+            );
+        }
+    }
+    if let [_, .., tld] = labels.as_slice() {
+        if tld.bytes().all(|c| c.is_ascii_digit()) {
+            bail!("{dns_name:?}: the TLD {tld:?} must not be all numeric");
+        }
+    }
+    Ok(())
+}
+
+fn check_subnet(name: &str, s: &Subnet, networks: &HashMap<&str, &Network>) -> Result<()> {
+    check_id(&s.network_id).map_err(|e| anyhow!("{name}: network_id {e}"))?;
+    if !networks.contains_key(s.network_id.as_str()) {
         bail!(
             "{name}: network_id {:?} is not a known network",
             s.network_id
@@ -246,16 +319,20 @@ fn subnet_cidr(s: &Subnet) -> Result<IpNet> {
 fn check_port(
     name: &str,
     p: &Port,
-    networks: &HashSet<&str>,
+    networks: &HashMap<&str, &Network>,
     subnets: &HashMap<&str, &Subnet>,
 ) -> Result<()> {
-    if !networks.contains(p.network_id.as_str()) {
+    check_id(&p.network_id).map_err(|e| anyhow!("{name}: network_id {e}"))?;
+    let Some(network) = networks.get(p.network_id.as_str()) else {
         bail!(
             "{name}: network_id {:?} is not a known network",
             p.network_id
         );
-    }
+    };
     check_fixed_ips(name, p, subnets)?;
+    if let Some(d) = &p.dns_name {
+        check_dns_name(d).map_err(|e| anyhow!("{name}: dns_name {e}"))?;
+    }
     for (i, opt) in p.extra_dhcp_opts.iter().enumerate() {
         match opt.ip_version {
             4 => {
@@ -270,6 +347,25 @@ fn check_port(
             // Stored but not served: nothing to encode them with.
             6 => {}
             v => bail!("{name}: extra_dhcp_opts[{i}].ip_version {v} is not 4 or 6"),
+        }
+    }
+    // The whole blob, as the default agent config plans it on each IPv4 subnet
+    // (the server's address is a stand-in of the same size).
+    for f in &p.fixed_ips {
+        let Some(s) = subnets.get(f.subnet_id.as_str()) else {
+            continue;
+        };
+        if let IpNet::V4(cidr) = s.cidr {
+            plan::port_options(
+                p,
+                network,
+                s,
+                cidr,
+                cidr.network(),
+                true,
+                &AgentConfig::default(),
+            )
+            .map_err(|e| anyhow!("{name}: extra_dhcp_opts: {e:#}"))?;
         }
     }
     Ok(())
@@ -300,6 +396,17 @@ fn check_fixed_ips(name: &str, p: &Port, subnets: &HashMap<&str, &Subnet>) -> Re
                 s.id
             );
         }
+        // Neutron's IPAM (check_subnet_ip) gives an IPv4 port neither.
+        if let IpNet::V4(c) = cidr {
+            for (what, a) in [("network", c.network()), ("broadcast", c.broadcast())] {
+                if f.ip_address == IpAddr::V4(a) {
+                    bail!(
+                        "{name}: fixed_ips[{i}].ip_address {a} is the {what} address of subnet {} ({cidr})",
+                        s.id
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -307,6 +414,7 @@ fn check_fixed_ips(name: &str, p: &Port, subnets: &HashMap<&str, &Subnet>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::neutron::model::ExtraDhcpOpt;
 
     const NETWORK_ID: &str = "4a1b7c3e-0000-4000-8000-000000000001";
     const SUB: &str = "9d2c0f1a-0000-4000-8000-000000000002";
@@ -442,11 +550,82 @@ mod tests {
                 |d| d.networks[0].id.clear(),
                 "networks[0]: id is empty",
             ),
+            (
+                "one IP on two ports of a network",
+                |d| d.ports[1].fixed_ips[0].ip_address = "10.0.0.5".parse().unwrap(),
+                "ports[1] (id port-dhcp): fixed_ips[0].ip_address 10.0.0.5 is already that of ports[0] (id port-a)",
+            ),
+            (
+                "the network address",
+                |d| d.ports[0].fixed_ips[0].ip_address = "10.0.0.0".parse().unwrap(),
+                "ports[0] (id port-a): fixed_ips[0].ip_address 10.0.0.0 is the network address of subnet",
+            ),
+            (
+                "the broadcast address",
+                |d| d.ports[0].fixed_ips[0].ip_address = "10.0.0.255".parse().unwrap(),
+                "ports[0] (id port-a): fixed_ips[0].ip_address 10.0.0.255 is the broadcast address of subnet",
+            ),
+            (
+                "mtu 1 (udhcpc applies it)",
+                |d| d.networks[0].mtu = Some(1),
+                "networks[0] (id 4a1b7c3e-0000-4000-8000-000000000001): mtu 1 is below 68",
+            ),
+            (
+                "mtu beyond option 26",
+                |d| d.networks[0].mtu = Some(70000),
+                "mtu 70000 is above 65535",
+            ),
+            (
+                "extra_dhcp_opts over the 1024-byte blob",
+                |d| {
+                    d.ports[0].extra_dhcp_opts = (0..5)
+                        .map(|i| ExtraDhcpOpt {
+                            opt_name: format!("{}", 224 + i),
+                            opt_value: "x".repeat(250),
+                            ip_version: 4,
+                        })
+                        .collect()
+                },
+                "ports[0] (id port-a): extra_dhcp_opts: the encoded options take",
+            ),
+            (
+                "a dns_name cut in a UTF-8 character at 64 bytes would be sent",
+                |d| d.ports[0].dns_name = Some(format!("{}é", "a".repeat(63))),
+                "ports[0] (id port-a): dns_name",
+            ),
+            (
+                "a dns_name with a semicolon",
+                |d| d.ports[0].dns_name = Some("web;1".into()),
+                r#"ports[0] (id port-a): dns_name "web;1""#,
+            ),
+            (
+                "a dns_name with a newline",
+                |d| d.ports[0].dns_name = Some("web\n1".into()),
+                "ports[0] (id port-a): dns_name",
+            ),
+            (
+                "a dns_name with NUL",
+                |d| d.ports[0].dns_name = Some("web\0-1".into()),
+                "ports[0] (id port-a): dns_name",
+            ),
+            (
+                "an id holding NUL",
+                |d| d.ports[0].id = "port\0a".into(),
+                r#"ports[0]: id "port\0a" holds a control character"#,
+            ),
+            (
+                "a network_id holding a newline",
+                |d| d.subnets[0].network_id = "n\n".into(),
+                "holds a control character",
+            ),
         ];
         for (what, edit, want) in cases {
             let mut doc = good.clone();
             edit(&mut doc);
-            let err = format!("{:#}", validate(&doc, &Snapshot::default()).unwrap_err());
+            let err = match validate(&doc, &Snapshot::default()) {
+                Ok(()) => panic!("{what}: accepted"),
+                Err(e) => format!("{e:#}"),
+            };
             assert!(
                 err.contains(want),
                 "{what}: error {err:?} does not contain {want:?}"

@@ -215,66 +215,9 @@ impl Model {
         };
         let server_ip = server_ip_on(&subnet.id)
             .with_context(|| format!("the DHCP port has no address on subnet {}", subnet.id))?;
-        // IPv6 routes have no place in option 121.
-        let mut routes: Vec<Route> = subnet
-            .host_routes
-            .iter()
-            .filter_map(|r| match (r.destination, v4(&r.nexthop)) {
-                (IpNet::V4(dest), Some(via)) => Some(Route {
-                    dest: dest.network(),
-                    prefix: dest.prefix_len(),
-                    via,
-                }),
-                _ => None,
-            })
-            .collect();
         let isolated = !routed.contains(subnet.id.as_str());
-        if cfg.force_metadata || (cfg.enable_isolated_metadata && isolated) {
-            routes.push(Route {
-                dest: METADATA_IP,
-                prefix: 32,
-                via: server_ip,
-            });
-        }
-        let mut dns: Vec<Ipv4Addr> = subnet.dns_nameservers.iter().filter_map(v4).collect();
-        if dns.is_empty() {
-            dns = cfg.dnsmasq_dns_servers.clone();
-        }
-        let mut siaddr = Ipv4Addr::UNSPECIFIED;
-        let mut extra = Vec::new();
-        // The agent's own options first: a port's of the same code replace them.
-        for (name, value) in &cfg.extra_options {
-            match extra_opts::encode(name, value)
-                .with_context(|| format!("dnsmasq_config_file option {name},{value}"))?
-            {
-                Encoded::Option(code, value) => extra.push((code, value)),
-                Encoded::Siaddr(a) => siaddr = a,
-            }
-        }
-        for o in port.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
-            match extra_opts::encode(&o.opt_name, &o.opt_value)
-                .with_context(|| format!("extra_dhcp_opt {}={}", o.opt_name, o.opt_value))?
-            {
-                Encoded::Option(code, value) => extra.push((code, value)),
-                Encoded::Siaddr(a) => siaddr = a,
-            }
-        }
         let lease_secs = cfg.lease_secs();
-        let blob = ReplyOptions {
-            lease_secs,
-            prefix_len: cidr.prefix_len(),
-            router: subnet.gateway_ip.as_ref().and_then(v4),
-            dns,
-            // dnsmasq's --domain drops a trailing dot (Neutron's docs write one).
-            domain: Some(cfg.dns_domain.trim_end_matches('.'))
-                .filter(|d| !d.is_empty())
-                .map(String::from),
-            mtu: network.mtu.and_then(|m| u16::try_from(m).ok()),
-            broadcast: Some(cidr.broadcast()),
-            routes,
-            extra,
-        }
-        .encode()?;
+        let (blob, siaddr) = port_options(port, network, subnet, cidr, server_ip, isolated, cfg)?;
         Ok(Some(PlannedLease {
             port_id: port.id.clone(),
             mac: port.mac_address.0,
@@ -288,11 +231,99 @@ impl Model {
     }
 }
 
-/// Option 12: the port's dns_name, else Neutron's `host-a-b-c-d`.
+/// A port's option blob and siaddr on `subnet` (of CIDR `cidr`, served from
+/// `server_ip`), or why they cannot be encoded (an extra option that does not
+/// encode, more than the fast path's blob holds). `xdhcp import` checks ports
+/// with it too.
+pub fn port_options(
+    port: &Port,
+    network: &Network,
+    subnet: &Subnet,
+    cidr: Ipv4Net,
+    server_ip: Ipv4Addr,
+    isolated: bool,
+    cfg: &AgentConfig,
+) -> Result<(Vec<u8>, Ipv4Addr)> {
+    // IPv6 routes have no place in option 121.
+    let mut routes: Vec<Route> = subnet
+        .host_routes
+        .iter()
+        .filter_map(|r| match (r.destination, v4(&r.nexthop)) {
+            (IpNet::V4(dest), Some(via)) => Some(Route {
+                dest: dest.network(),
+                prefix: dest.prefix_len(),
+                via,
+            }),
+            _ => None,
+        })
+        .collect();
+    if cfg.force_metadata || (cfg.enable_isolated_metadata && isolated) {
+        routes.push(Route {
+            dest: METADATA_IP,
+            prefix: 32,
+            via: server_ip,
+        });
+    }
+    let mut dns: Vec<Ipv4Addr> = subnet.dns_nameservers.iter().filter_map(v4).collect();
+    if dns.is_empty() {
+        dns = cfg.dnsmasq_dns_servers.clone();
+    }
+    let mut siaddr = Ipv4Addr::UNSPECIFIED;
+    let mut extra = Vec::new();
+    // The agent's own options first: a port's of the same code replace them.
+    for (name, value) in &cfg.extra_options {
+        match extra_opts::encode(name, value)
+            .with_context(|| format!("dnsmasq_config_file option {name},{value}"))?
+        {
+            Encoded::Option(code, value) => extra.push((code, value)),
+            Encoded::Siaddr(a) => siaddr = a,
+        }
+    }
+    for o in port.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
+        match extra_opts::encode(&o.opt_name, &o.opt_value)
+            .with_context(|| format!("extra_dhcp_opt {}={}", o.opt_name, o.opt_value))?
+        {
+            Encoded::Option(code, value) => extra.push((code, value)),
+            Encoded::Siaddr(a) => siaddr = a,
+        }
+    }
+    let blob = ReplyOptions {
+        lease_secs: cfg.lease_secs(),
+        prefix_len: cidr.prefix_len(),
+        router: subnet.gateway_ip.as_ref().and_then(v4),
+        dns,
+        // dnsmasq's --domain drops a trailing dot (Neutron's docs write one).
+        domain: Some(cfg.dns_domain.trim_end_matches('.'))
+            .filter(|d| !d.is_empty())
+            .map(String::from),
+        mtu: network.mtu.and_then(|m| u16::try_from(m).ok()),
+        broadcast: Some(cidr.broadcast()),
+        routes,
+        extra,
+    }
+    .encode()?;
+    Ok((blob, siaddr))
+}
+
+/// Option 12 as Neutron's dnsmasq sends it: the dns_name's first label
+/// (dnsmasq strips the domain), else `host-a-b-c-d`. A name that is no DNS
+/// label (a row another writer put there: import refuses it) is not sent as
+/// is: the port gets `host-a-b-c-d`, as if it had none. A label is ASCII and at
+/// most 63 bytes, so it fits [`HOSTNAME_MAX`] whole.
 pub fn hostname(port: &Port, ip: Ipv4Addr) -> Vec<u8> {
-    let name = match port.dns_name.as_deref() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => format!("host-{}", ip.to_string().replace('.', "-")),
+    let label = port
+        .dns_name
+        .as_deref()
+        .and_then(|n| n.split('.').next())
+        .filter(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    let name = match label {
+        Some(l) => l.to_string(),
+        None => format!("host-{}", ip.to_string().replace('.', "-")),
     };
     let mut b = name.into_bytes();
     b.truncate(HOSTNAME_MAX);
@@ -480,6 +511,24 @@ mod tests {
                 model(|d| d["ports"][1]["dns_name"] = "web-1".into()),
                 &def,
                 |l| l.unwrap().hostname == b"web-1",
+            ),
+            (
+                "an FQDN dns_name sends its first label, as dnsmasq strips the domain",
+                model(|d| d["ports"][1]["dns_name"] = "web-1.cloud.example.".into()),
+                &def,
+                |l| l.unwrap().hostname == b"web-1",
+            ),
+            (
+                "a dns_name Neutron refuses (;, newline, NUL: another writer's) is host-a-b-c-d",
+                model(|d| d["ports"][1]["dns_name"] = "web;1\n\u{0}".into()),
+                &def,
+                |l| l.unwrap().hostname == b"host-10-0-0-5",
+            ),
+            (
+                "a name that is no DNS label is never cut inside a UTF-8 character",
+                model(|d| d["ports"][1]["dns_name"] = format!("{}é", "a".repeat(63)).into()),
+                &def,
+                |l| l.unwrap().hostname == b"host-10-0-0-5",
             ),
             (
                 "extra_dhcp_opts: tftp-server is option 66, NUL-terminated as dnsmasq does",

@@ -19,7 +19,6 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -40,6 +39,7 @@ use crate::{
     loader::Maps,
     netns,
     neutron::model::format_mac,
+    ratelimit::{suppressed, RateLimit},
     slowpath::reply::{Decision, LeaseView, Request},
 };
 
@@ -161,7 +161,7 @@ pub fn spawn(
                 maps,
                 net,
                 events,
-                last_unknown_log: None,
+                log_limit: RateLimit::default(),
             };
             worker.run(&stop2);
         })?;
@@ -203,7 +203,15 @@ struct Worker {
     maps: Maps,
     net: u32,
     events: Sender<Event>,
-    last_unknown_log: Option<Instant>,
+    /// Per-client lines, per kind and source MAC (a flood must not fill the log).
+    log_limit: RateLimit<(SlowLine, [u8; 6])>,
+}
+
+/// The kinds of per-client line the slow path writes, each limited on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SlowLine {
+    Dropped,
+    Unknown,
 }
 
 impl Worker {
@@ -237,7 +245,13 @@ impl Worker {
                 _ => continue,
             };
             if let Err(e) = self.handle(&buf[..n]) {
-                tracing::debug!(net = self.net, "slow path dropped a request: {e:#}");
+                let src: [u8; 6] = buf[..n]
+                    .get(ETH_SRC..ETH_TYPE)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or_default();
+                if let Some(k) = self.log_limit.allow((SlowLine::Dropped, src)) {
+                    tracing::debug!(net = self.net, src = %format_mac(&src), "slow path dropped a request: {e:#}{}", suppressed(k));
+                }
                 self.count(Counter::Dropped);
             }
         }
@@ -286,12 +300,8 @@ impl Worker {
         }
         let Some(lease) = lease else {
             self.count(Counter::Unknown);
-            let quiet = self
-                .last_unknown_log
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
-            if !quiet {
-                tracing::info!(net = self.net, mac = %format_mac(&mac), "no port for this client: not answered");
-                self.last_unknown_log = Some(Instant::now());
+            if let Some(k) = self.log_limit.allow((SlowLine::Unknown, mac)) {
+                tracing::info!(net = self.net, mac = %format_mac(&mac), "no port for this client: not answered{}", suppressed(k));
             }
             return Ok(());
         };
