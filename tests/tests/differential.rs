@@ -214,7 +214,15 @@ fn fast_walk_ok(payload: &[u8]) -> bool {
             return false;
         };
         use wire::opt::*;
-        if [MSG_TYPE, REQUESTED_IP, SERVER_ID, MAX_MSG_SIZE, CLIENT_ID, RELAY_AGENT].contains(&code)
+        if [
+            MSG_TYPE,
+            REQUESTED_IP,
+            SERVER_ID,
+            MAX_MSG_SIZE,
+            CLIENT_ID,
+            RELAY_AGENT,
+        ]
+        .contains(&code)
         {
             if seen.contains(&code) || (len == 0 && (code == CLIENT_ID || code == RELAY_AGENT)) {
                 return false;

@@ -262,7 +262,9 @@ fn split_options_are_joined() {
     };
     let tlv = |code: u8, value: &[u8]| [&[code, value.len() as u8][..], value].concat();
     let long: Vec<u8> = (0..=255u8).chain(0..44).collect(); // 300 bytes
-    let cases: [(&str, RequestFrame, fn(&Request) -> Option<Vec<u8>>, Vec<u8>); 5] = [
+    /// The field a case looks at.
+    type Field = fn(&Request) -> Option<Vec<u8>>;
+    let cases: [(&str, RequestFrame, Field, Vec<u8>); 5] = [
         (
             "61 in two pieces",
             split(61, &CLIENT_ID, 4),
