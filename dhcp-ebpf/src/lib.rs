@@ -1,6 +1,7 @@
 //! What the XDP fast path and the xdhcp daemon share, defined once: the map
 //! types ([`maps`], re-exported here), the wire constants and header builders
-//! ([`wire`]), the RFC 2131 rules ([`rfc2131`]) and checksum folding ([`csum`]).
+//! ([`wire`]), the RFC 2131 rules ([`rfc2131`]), checksum folding ([`csum`])
+//! and the rule for which frames are read at all ([`validate`]).
 //!
 //! no_std and free of packet memory: the XDP program calls these on values it
 //! has read from the frame, the daemon's reply builder on its parsed request,
@@ -10,6 +11,7 @@
 pub mod csum;
 pub mod maps;
 pub mod rfc2131;
+pub mod validate;
 pub mod wire;
 
 pub use maps::*;

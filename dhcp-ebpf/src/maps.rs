@@ -216,8 +216,13 @@ pub mod stat {
     pub const PASS_TOO_BIG: u32 = 9;
     /// Passed up: anything else (RELEASE, DECLINE, INFORM, relay switched off, …).
     pub const PASS_OTHER: u32 = 10;
+    /// Passed up (and dropped by the slow path): an IPv4 fragment.
+    pub const PASS_FRAGMENT: u32 = 11;
+    /// Passed up (and dropped by the slow path): an IPv4 header or UDP
+    /// checksum that does not verify.
+    pub const PASS_BAD_CHECKSUM: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 13;
     /// Counter names, by index (the JSON keys of `xdhcp stats`).
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_received",
@@ -231,6 +236,8 @@ pub mod stat {
         "pass_not_our_server",
         "pass_reply_too_big",
         "pass_other",
+        "pass_fragment",
+        "pass_bad_checksum",
     ];
 }
 

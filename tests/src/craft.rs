@@ -48,6 +48,26 @@ pub struct RequestFrame {
     pub end: bool,
     /// Pad the BOOTP message with zeros to this length (dhclient sends 300).
     pub pad_to: usize,
+    /// Header fields that disagree with the frame (none by default).
+    pub lies: Lies,
+}
+
+/// Header fields a hostile or broken sender gets wrong. The checksums are
+/// computed over the other lies, so each lie is the only thing wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lies {
+    /// The IPv4 version nibble, instead of 4.
+    pub ip_version: Option<u8>,
+    /// The IPv4 flags / fragment offset field (0: a whole datagram).
+    pub ip_flags_fragment: u16,
+    /// Added to the IPv4 total length.
+    pub ip_total_len_extra: u16,
+    /// Added to the UDP length.
+    pub udp_len_extra: u16,
+    /// XORed into the IPv4 header checksum once computed.
+    pub ip_checksum_xor: u16,
+    /// The UDP checksum field, instead of the right one.
+    pub udp_checksum: Option<u16>,
 }
 
 impl RequestFrame {
@@ -77,6 +97,7 @@ impl RequestFrame {
             ],
             end: true,
             pad_to: 300,
+            lies: Lies::default(),
         }
     }
 
@@ -161,10 +182,52 @@ impl RequestFrame {
         p
     }
 
-    /// The whole frame, with correct lengths and checksums.
+    /// The whole frame, with correct lengths and checksums (unless [`Lies`] says otherwise).
     pub fn bytes(&self) -> Vec<u8> {
         let body = self.bootp();
-        let mut f = Vec::with_capacity(64 + body.len());
+        let mut f = self.l2();
+        let (ip, udp) = self.headers(&body, self.lies.ip_flags_fragment);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&udp);
+        f.extend_from_slice(&body);
+        f
+    }
+
+    /// The request as two IPv4 fragments, the first carrying the UDP header
+    /// and the first `first_len` bytes of the BOOTP message (rounded down to
+    /// a multiple of 8), the second the rest: what a sender with a small MTU
+    /// puts on the wire.
+    pub fn fragments(&self, first_len: usize) -> [Vec<u8>; 2] {
+        let body = self.bootp();
+        let (ip, udp) = self.headers(&body, 0);
+        let ihl = ip.len();
+        let mut datagram = udp.clone();
+        datagram.extend_from_slice(&body);
+        let cut = ((UDP_HLEN + first_len) / 8 * 8).min(datagram.len());
+        let piece = |bytes: &[u8], flags_fragment: u16| {
+            let mut h = ip.clone();
+            h[ipv4::TOTAL_LEN..ipv4::TOTAL_LEN + 2]
+                .copy_from_slice(&((ihl + bytes.len()) as u16).to_be_bytes());
+            h[ipv4::FLAGS_FRAGMENT..ipv4::FLAGS_FRAGMENT + 2]
+                .copy_from_slice(&flags_fragment.to_be_bytes());
+            h[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+            let c = checksum(&[&h]);
+            h[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+            let mut f = self.l2();
+            f.extend_from_slice(&h);
+            f.extend_from_slice(bytes);
+            f
+        };
+        const MORE_FRAGMENTS: u16 = 0x2000;
+        [
+            piece(&datagram[..cut], MORE_FRAGMENTS),
+            piece(&datagram[cut..], (cut / 8) as u16),
+        ]
+    }
+
+    /// Ethernet and VLAN tags.
+    fn l2(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(1600);
         f.extend_from_slice(&self.eth_dst);
         f.extend_from_slice(&self.eth_src);
         for vid in &self.vlans {
@@ -172,34 +235,44 @@ impl RequestFrame {
             f.extend_from_slice(&vid.to_be_bytes());
         }
         f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+        f
+    }
+
+    /// The IPv4 header (with this flags / fragment field) and UDP header of `body`.
+    fn headers(&self, body: &[u8], flags_fragment: u16) -> (Vec<u8>, Vec<u8>) {
+        let lies = &self.lies;
         let ihl = IPV4_HLEN + self.ip_options.len();
-        let udp_len = UDP_HLEN + body.len();
-        let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
-        ip.extend_from_slice(&((ihl + udp_len) as u16).to_be_bytes());
+        let udp_len = (UDP_HLEN + body.len()) as u16 + lies.udp_len_extra;
+        let total_len = (ihl + UDP_HLEN + body.len()) as u16 + lies.ip_total_len_extra;
+        let version = lies.ip_version.unwrap_or(4);
+        let mut ip = vec![version << 4 | (ihl / 4) as u8, 0];
+        ip.extend_from_slice(&total_len.to_be_bytes());
         // id, flags/fragment offset, TTL, protocol, checksum (filled in below).
-        ip.extend_from_slice(&[0, 0, 0, 0, IPV4_TTL, IPPROTO_UDP, 0, 0]);
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(&flags_fragment.to_be_bytes());
+        ip.extend_from_slice(&[IPV4_TTL, IPPROTO_UDP, 0, 0]);
         ip.extend_from_slice(&self.ip_src.octets());
         ip.extend_from_slice(&self.ip_dst.octets());
         ip.extend_from_slice(&self.ip_options);
-        let c = checksum(&[&ip]);
+        let c = checksum(&[&ip]) ^ lies.ip_checksum_xor;
         ip[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
         let mut udp = Vec::with_capacity(UDP_HLEN);
         udp.extend_from_slice(&self.udp_src.to_be_bytes());
         udp.extend_from_slice(&BOOTPS.to_be_bytes());
-        udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        udp.extend_from_slice(&udp_len.to_be_bytes());
         let pseudo = [
             &self.ip_src.octets()[..],
             &self.ip_dst.octets(),
             &[0, IPPROTO_UDP],
-            &(udp_len as u16).to_be_bytes(),
+            &udp_len.to_be_bytes(),
         ]
         .concat();
-        let c = checksum(&[&pseudo, &udp, &[0, 0], &body]);
-        udp.extend_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&udp);
-        f.extend_from_slice(&body);
-        f
+        let c = match checksum(&[&pseudo, &udp, &[0, 0], body]) {
+            0 => 0xffff, // 0 means "no checksum" (RFC 768)
+            c => c,
+        };
+        udp.extend_from_slice(&lies.udp_checksum.unwrap_or(c).to_be_bytes());
+        (ip, udp)
     }
 }
 

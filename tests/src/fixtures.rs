@@ -13,7 +13,7 @@ use dhcp_ebpf::stat;
 use dhcproto::v4::MessageType;
 use xdhcp::slowpath::reply::{DHCPDECLINE, DHCPINFORM, DHCPRELEASE};
 
-use crate::craft::RequestFrame;
+use crate::craft::{Lies, RequestFrame};
 use crate::{Client, Harness, CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC, STRANGER_MAC};
 
 /// A network with relaying off.
@@ -160,6 +160,20 @@ pub fn broadcast_flag(mut f: RequestFrame) -> RequestFrame {
 pub fn vlans(mut f: RequestFrame, ids: &[u16]) -> RequestFrame {
     f.vlans = ids.to_vec();
     f
+}
+
+/// `f` with these header lies (see [`Lies`]).
+pub fn lying(mut f: RequestFrame, lies: Lies) -> RequestFrame {
+    f.lies = lies;
+    f
+}
+
+/// The UDP checksum field a same-host sender's stack leaves for offload
+/// (CHECKSUM_PARTIAL): the folded pseudo-header sum of `f`.
+pub fn offload_seed(f: &RequestFrame) -> u16 {
+    let udp_len = (dhcp_ebpf::wire::UDP_HLEN + f.bootp().len()) as u16;
+    let sum = dhcp_ebpf::validate::pseudo_header_sum(f.ip_src.octets(), f.ip_dst.octets(), udp_len);
+    dhcp_ebpf::csum::fold(sum)
 }
 
 /// One row: an input frame on a network, and what the fast path does with it.
@@ -358,6 +372,25 @@ pub fn rows() -> Vec<Row> {
     unlisted.giaddr = UNLISTED_RELAY_IP;
     unlisted.ip_src = UNLISTED_RELAY_IP;
     let pxe_reboot = RequestFrame::request(PXE_MAC, WRONG_IP, SERVER_IP).without_option(54);
+    let seeded = lying(
+        discover(),
+        Lies {
+            udp_checksum: Some(offload_seed(&discover())),
+            ..Lies::default()
+        },
+    );
+    let lie = |lies: Lies| lying(discover(), lies);
+    // RFC 3396: option 61 in two pieces, 4 + 3 bytes of CLIENT_ID.
+    let split_61 = discover()
+        .with_option(61, &CLIENT_ID[..4])
+        .with_option(61, &CLIENT_ID[4..]);
+    let split_82 = relayed(discover())
+        .with_option(82, &AGENT_INFO[..6])
+        .with_option(82, &AGENT_INFO[6..]);
+    let split_50 = selecting(SERVER_IP, CLIENT_IP)
+        .without_option(50)
+        .with_option(50, &CLIENT_IP.octets()[..2])
+        .with_option(50, &CLIENT_IP.octets()[2..]);
 
     vec![
         // INIT: DISCOVER → OFFER.
@@ -511,6 +544,149 @@ pub fn rows() -> Vec<Row> {
             udp_dst: BOOTPC,
             has: vec![opt(54, SERVER_IP), opt(51, LEASE_SECS)],
         }),
+        // One validation rule for both paths (crate `dhcp_ebpf::validate`):
+        // what the fast path refuses here, the slow path refuses too.
+        row(
+            NET,
+            "IPv4 header checksum wrong → up",
+            lie(Lies {
+                ip_checksum_xor: 0x0100,
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_BAD_CHECKSUM),
+        row(
+            NET,
+            "UDP checksum wrong → up",
+            lie(Lies {
+                udp_checksum: Some(0x1234),
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_BAD_CHECKSUM),
+        row(
+            NET,
+            "UDP checksum zero (none sent, RFC 768) is answered",
+            lie(Lies {
+                udp_checksum: Some(0),
+                ..Lies::default()
+            }),
+        )
+        .answers(Reply {
+            msg: Offer,
+            yiaddr: CLIENT_IP,
+            ciaddr: ZERO,
+            siaddr: ZERO,
+            giaddr: ZERO,
+            broadcast: false,
+            eth_dst: CLIENT_MAC,
+            ip_dst: CLIENT_IP,
+            udp_dst: BOOTPC,
+            has: vec![opt(54, SERVER_IP), opt(51, LEASE_SECS)],
+        }),
+        row(
+            NET,
+            "UDP checksum left as the offload seed (a same-host sender) is answered",
+            seeded,
+        )
+        .answers(Reply {
+            msg: Offer,
+            yiaddr: CLIENT_IP,
+            ciaddr: ZERO,
+            siaddr: ZERO,
+            giaddr: ZERO,
+            broadcast: false,
+            eth_dst: CLIENT_MAC,
+            ip_dst: CLIENT_IP,
+            udp_dst: BOOTPC,
+            has: vec![opt(54, SERVER_IP), opt(51, LEASE_SECS)],
+        }),
+        row(
+            NET,
+            "IPv4 total length past the frame → up",
+            lie(Lies {
+                ip_total_len_extra: 40,
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_MALFORMED),
+        row(
+            NET,
+            "IP version 6 under the IPv4 ethertype → up",
+            lie(Lies {
+                ip_version: Some(6),
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_NOT_DHCP),
+        row(
+            NET,
+            "an IPv4 fragment (more fragments set) → up",
+            lie(Lies {
+                ip_flags_fragment: 0x2000,
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_FRAGMENT),
+        row(
+            NET,
+            "an IPv4 fragment (offset set) → up",
+            lie(Lies {
+                ip_flags_fragment: 0x0010,
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_FRAGMENT),
+        row(
+            NET,
+            "three VLAN tags → up",
+            vlans(discover(), &[300, 200, 100]),
+        )
+        .passes_up(stat::PASS_NOT_DHCP),
+        row(
+            NET,
+            "UDP length past the IPv4 payload → up",
+            lie(Lies {
+                udp_len_extra: 8,
+                ..Lies::default()
+            }),
+        )
+        .passes_up(stat::PASS_MALFORMED),
+        // RFC 3396: an option in several instances is one option, their
+        // values joined; the fast path leaves the joining to the slow path.
+        row(NET, "option 61 split in two (RFC 3396) → up", split_61).passes_up(stat::PASS_OTHER),
+        row(
+            RELAY_NET,
+            "option 82 split in two (RFC 3396) → up",
+            split_82,
+        )
+        .passes_up(stat::PASS_OTHER),
+        row(
+            NET,
+            "option 50 split in two 2-byte pieces (RFC 3396) → up",
+            split_50,
+        )
+        .passes_up(stat::PASS_MALFORMED),
+        row(
+            NET,
+            "option 50 twice (RFC 3396: one 8-byte option) → up",
+            selecting(SERVER_IP, CLIENT_IP).with_option(50, &WRONG_IP.octets()),
+        )
+        .passes_up(stat::PASS_OTHER),
+        row(
+            NET,
+            "option 54 twice (RFC 3396: one 8-byte option) → up",
+            selecting(SERVER_IP, CLIENT_IP).with_option(54, &SERVER_IP.octets()),
+        )
+        .passes_up(stat::PASS_OTHER),
+        row(
+            NET,
+            "option 57 twice (RFC 3396: one 4-byte option) → up",
+            discover()
+                .with_option(57, &MAX_MSG_1500)
+                .with_option(57, &MAX_MSG_1500),
+        )
+        .passes_up(stat::PASS_OTHER),
         // REQUEST, by client state (§4.3.2).
         row(
             NET,

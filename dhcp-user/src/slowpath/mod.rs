@@ -23,10 +23,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use dhcp_ebpf::{
+    csum, validate,
     wire::{self, opt, BOOTPS, ETH_SRC, ETH_TYPE},
     ClientKey, OPTS_MAX,
 };
-use dhcproto::{v4, Decodable, Decoder};
 use nix::{
     net::if_::if_nametoindex,
     poll::{poll, PollFd, PollFlags},
@@ -223,6 +223,11 @@ impl Worker {
             if !matches!(poll(&mut pfd, 200u8), Ok(n) if n > 0) {
                 continue;
             }
+            // What the UDP socket holding port 67 receives is thrown away: every
+            // request is answered from its frame on the packet socket. That
+            // includes datagrams the stack reassembled from fragments, whose
+            // fragments the packet socket saw and `dhcp_payload` refused:
+            // fragmented requests are dropped, by both paths.
             while self
                 .udp
                 .as_ref()
@@ -266,8 +271,7 @@ impl Worker {
         let Some((l2_len, payload)) = dhcp_payload(frame) else {
             return Ok(());
         };
-        let msg = v4::Message::decode(&mut Decoder::new(payload)).context("dhcproto")?;
-        if msg.opcode() != v4::Opcode::BootRequest {
+        if payload.first() != Some(&wire::BOOTREQUEST) {
             return Ok(());
         }
         let req = Request::parse(payload)?;
@@ -327,15 +331,7 @@ impl Worker {
                 let mut out = reply::frame(l2, cfg.server_mac, &req, &view, t);
                 if out.len() - l2_len > reply::max_reply_ip_len(&req) {
                     // Too big for the client: keep what it asked for (option 55).
-                    let asked: Vec<u8> = msg
-                        .opts()
-                        .get(v4::OptionCode::ParameterRequestList)
-                        .map_or(vec![], |o| match o {
-                            v4::DhcpOption::ParameterRequestList(codes) => {
-                                codes.iter().map(|c| u8::from(*c)).collect()
-                            }
-                            _ => vec![],
-                        });
+                    let asked = &req.parameters;
                     let drop: Vec<u8> = reply::tlvs(blob)
                         .iter()
                         .map(|(c, _)| *c)
@@ -407,26 +403,49 @@ const KEPT_WHEN_TRIMMED: [u8; 4] = [
     opt::REBINDING_T2,
 ];
 
-/// The L2 header length and UDP payload of an IPv4/UDP frame to port 67.
+/// The L2 header length and UDP payload of an IPv4/UDP frame to port 67, if
+/// the frame passes the rule the XDP program applies too
+/// ([`dhcp_ebpf::validate`]: at most two VLAN tags, IPv4 with UDP, no
+/// fragment, lengths that agree with each other and the frame, checksums that
+/// verify). Fragments are dropped, not reassembled (docs/fastpath.md).
 pub fn dhcp_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
     let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
     let mut l3 = wire::ETH_HLEN;
     let mut ethertype = be16(ETH_TYPE)?;
-    while wire::is_vlan(ethertype) {
-        ethertype = be16(l3 + 2)?;
-        l3 += wire::VLAN_HLEN;
+    for _ in 0..validate::MAX_VLAN_TAGS {
+        if wire::is_vlan(ethertype) {
+            ethertype = be16(l3 + 2)?;
+            l3 += wire::VLAN_HLEN;
+        }
     }
-    if ethertype != wire::ETH_P_IP || *frame.get(l3 + wire::ipv4::PROTOCOL)? != wire::IPPROTO_UDP {
+    if ethertype != wire::ETH_P_IP {
         return None;
     }
-    let ihl = ((frame.get(l3 + wire::ipv4::VERSION_IHL)? & 0x0f) as usize) * 4;
+    let ip = frame.get(l3..l3 + wire::IPV4_HLEN)?;
+    let ihl = validate::ipv4_header(ip[wire::ipv4::VERSION_IHL], ip[wire::ipv4::PROTOCOL]).ok()?;
     let udp = l3 + ihl;
-    if be16(udp + wire::udp::DST_PORT)? != BOOTPS {
-        return None;
-    }
-    let len = be16(udp + wire::udp::LEN)? as usize;
-    Some((
-        l3,
-        frame.get(udp + wire::UDP_HLEN..udp + len.max(wire::UDP_HLEN))?,
-    ))
+    let udp_header = frame.get(udp..udp + wire::UDP_HLEN)?;
+    let field = |at: usize, h: &[u8]| u16::from_be_bytes([h[at], h[at + 1]]);
+    validate::udp_port(field(wire::udp::DST_PORT, udp_header)).ok()?;
+    let udp_len = field(wire::udp::LEN, udp_header) as usize;
+    validate::datagram(
+        field(wire::ipv4::FLAGS_FRAGMENT, ip),
+        ihl,
+        field(wire::ipv4::TOTAL_LEN, ip) as usize,
+        udp_len,
+        frame.len() - l3,
+    )
+    .ok()?;
+    validate::ipv4_checksum(csum::add(0, &frame[l3..udp])).ok()?;
+    let four = |at: usize| [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]];
+    let pseudo =
+        validate::pseudo_header_sum(four(wire::ipv4::SRC), four(wire::ipv4::DST), udp_len as u16);
+    let datagram = &frame[udp..udp + udp_len];
+    validate::udp_checksum(
+        field(wire::udp::CHECKSUM, udp_header),
+        pseudo,
+        csum::add(0, datagram),
+    )
+    .ok()?;
+    Some((l3, &datagram[wire::UDP_HLEN..]))
 }

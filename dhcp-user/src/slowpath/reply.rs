@@ -33,10 +33,14 @@ pub struct Request {
     pub requested_ip: Option<Ipv4Addr>,
     pub server_id: Option<Ipv4Addr>,
     pub max_msg_size: Option<u16>,
-    /// Option 61 as a whole TLV, echoed (RFC 6842).
+    /// Option 61 as it is echoed (RFC 6842): its value (joined, if the
+    /// request split it, RFC 3396) as one TLV, or several for a value over
+    /// 255 bytes.
     pub client_id: Option<Vec<u8>>,
     /// Option 82 as a whole TLV, echoed (RFC 3046).
     pub relay_agent: Option<Vec<u8>>,
+    /// Option 55: the codes the client asks for (empty if absent).
+    pub parameters: Vec<u8>,
 }
 
 impl Request {
@@ -47,7 +51,9 @@ impl Request {
         mac
     }
 
-    /// Parses a BOOTP/DHCP request (UDP payload), as strictly as the fast path.
+    /// Parses a BOOTP/DHCP request (UDP payload), as strictly as the fast
+    /// path, but with repeated options joined (RFC 3396), which the fast path
+    /// passes up.
     pub fn parse(p: &[u8]) -> Result<Self> {
         if p.len() < OPTIONS_OFF {
             bail!("{} bytes is shorter than a BOOTP message", p.len());
@@ -76,27 +82,10 @@ impl Request {
             max_msg_size: None,
             client_id: None,
             relay_agent: None,
+            parameters: Vec::new(),
         };
-        let mut off = OPTIONS_OFF;
-        loop {
-            let Some(&code) = p.get(off) else {
-                bail!("options end without END")
-            };
-            match code {
-                opt::END => break,
-                opt::PAD => {
-                    off += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            let Some(&len) = p.get(off + 1) else {
-                bail!("option {code} has no length")
-            };
-            let len = len as usize;
-            let Some(val) = p.get(off + 2..off + 2 + len) else {
-                bail!("option {code} runs past the end")
-            };
+        for (code, val) in joined_options(&p[OPTIONS_OFF..])? {
+            let len = val.len();
             let exact = |n: usize| {
                 if len == n {
                     Ok(())
@@ -107,9 +96,6 @@ impl Request {
             match code {
                 opt::MSG_TYPE => {
                     exact(1)?;
-                    if r.msg_type != 0 {
-                        bail!("option 53 repeated");
-                    }
                     if val[0] == 0 {
                         bail!("message type 0");
                     }
@@ -117,40 +103,81 @@ impl Request {
                 }
                 opt::REQUESTED_IP => {
                     exact(4)?;
-                    r.requested_ip = Some(ip_of(val));
+                    r.requested_ip = Some(ip_of(&val));
                 }
                 opt::SERVER_ID => {
                     exact(4)?;
-                    r.server_id = Some(ip_of(val));
+                    r.server_id = Some(ip_of(&val));
                 }
                 opt::MAX_MSG_SIZE => {
                     exact(2)?;
                     r.max_msg_size = Some(u16::from_be_bytes([val[0], val[1]]));
                 }
+                opt::PARAMETER_REQUEST_LIST => r.parameters = val,
                 opt::CLIENT_ID | opt::RELAY_AGENT => {
                     if len == 0 {
                         bail!("option {code} is empty");
                     }
-                    let slot = if code == opt::CLIENT_ID {
-                        &mut r.client_id
+                    let echo = Some(encode_long(code, &val));
+                    if code == opt::CLIENT_ID {
+                        r.client_id = echo;
                     } else {
-                        &mut r.relay_agent
-                    };
-                    if slot.is_some() {
-                        bail!("option {code} is split (RFC 3396)");
+                        r.relay_agent = echo;
                     }
-                    *slot = Some(p[off..off + 2 + len].to_vec());
                 }
                 opt::OVERLOAD => bail!("option overload (52) is not supported"),
                 _ => {}
             }
-            off += 2 + len;
         }
         if r.msg_type == 0 {
             bail!("no message type (option 53)");
         }
         Ok(r)
     }
+}
+
+/// The options field's options, each once, in the order of their first
+/// instance, the values of repeated instances joined (RFC 3396 §7); PADs
+/// skipped, up to END, which must be there.
+fn joined_options(field: &[u8]) -> Result<Vec<(u8, Vec<u8>)>> {
+    let mut out: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut off = 0;
+    loop {
+        let Some(&code) = field.get(off) else {
+            bail!("options end without END")
+        };
+        match code {
+            opt::END => return Ok(out),
+            opt::PAD => {
+                off += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = field.get(off + 1) else {
+            bail!("option {code} has no length")
+        };
+        let Some(val) = field.get(off + 2..off + 2 + len as usize) else {
+            bail!("option {code} runs past the end")
+        };
+        match out.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, joined)) => joined.extend_from_slice(val),
+            None => out.push((code, val.to_vec())),
+        }
+        off += 2 + val.len();
+    }
+}
+
+/// Option `code` with `value` as TLVs: one, or as many 255-byte pieces as a
+/// longer value needs (RFC 3396 §6).
+fn encode_long(code: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 2);
+    for piece in value.chunks(255) {
+        out.push(code);
+        out.push(piece.len() as u8);
+        out.extend_from_slice(piece);
+    }
+    out
 }
 
 fn ip_of(b: &[u8]) -> Ipv4Addr {
