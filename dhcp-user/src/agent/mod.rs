@@ -459,10 +459,10 @@ impl Agent {
             ports.push(port);
         }
         let doc = network_doc(&net)?;
-        self.db.replace_networks(&doc)?;
+        let left_out = self.db.replace_networks(&doc)?;
         self.hosted.insert(id.clone());
         for p in &doc.ports {
-            if !p.is_dhcp() {
+            if !p.is_dhcp() && !left_out.contains(&p.id) {
                 self.pending_ready.insert(p.id.clone(), id.clone());
             }
         }

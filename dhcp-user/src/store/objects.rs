@@ -207,6 +207,67 @@ fn validate_and_write(conn: &Connection, doc: &ImportDoc) -> Result<()> {
     doc.ports.iter().try_for_each(|p| write_port(conn, p))
 }
 
+/// `doc` as it is when it validates; otherwise what of it validates, object by
+/// object (networks, then subnets, then ports, so that what depends on a left-out
+/// object is left out too), with a warning naming each object left out and why.
+fn sift(doc: &ImportDoc, existing: &Snapshot) -> (ImportDoc, Vec<String>) {
+    if import::validate(doc, existing).is_ok() {
+        return (doc.clone(), Vec::new());
+    }
+    let mut kept = ImportDoc::default();
+    let mut left_out = Vec::new();
+    fn keep_if_valid<T: Clone>(
+        kept: &mut ImportDoc,
+        list: fn(&mut ImportDoc) -> &mut Vec<T>,
+        item: &T,
+        kind: &str,
+        id: &str,
+        existing: &Snapshot,
+        left_out: &mut Vec<String>,
+    ) {
+        list(kept).push(item.clone());
+        if let Err(e) = import::validate(kept, existing) {
+            list(kept).pop();
+            tracing::warn!(kind, id, "left out of the store: {e:#}");
+            left_out.push(id.to_string());
+        }
+    }
+    for n in &doc.networks {
+        keep_if_valid(
+            &mut kept,
+            |d| &mut d.networks,
+            n,
+            "network",
+            &n.id,
+            existing,
+            &mut left_out,
+        );
+    }
+    for s in &doc.subnets {
+        keep_if_valid(
+            &mut kept,
+            |d| &mut d.subnets,
+            s,
+            "subnet",
+            &s.id,
+            existing,
+            &mut left_out,
+        );
+    }
+    for p in &doc.ports {
+        keep_if_valid(
+            &mut kept,
+            |d| &mut d.ports,
+            p,
+            "port",
+            &p.id,
+            existing,
+            &mut left_out,
+        );
+    }
+    (kept, left_out)
+}
+
 /// Deletes the ports and subnets of network `network_id` whose ids `doc` does not list.
 fn prune_network(conn: &Connection, network_id: &str, doc: &ImportDoc) -> Result<()> {
     let ports = doc
@@ -323,12 +384,25 @@ impl Db {
     /// Makes the store hold exactly what `doc` says of the networks it lists
     /// (an agent's resync of a network): their subnets and ports that `doc`
     /// lacks are removed, the rest validated and upserted, in one transaction.
-    pub fn replace_networks(&mut self, doc: &ImportDoc) -> Result<()> {
+    /// Unlike an import, an object that fails validation does not stop the
+    /// rest (neutron-server's data is what the cloud has, and one odd port
+    /// must not take DHCP from its whole network): it is left out with a
+    /// warning naming it. Returns the ids of the objects left out.
+    pub fn replace_networks(&mut self, doc: &ImportDoc) -> Result<Vec<String>> {
         self.write("replacing networks", |tx| {
             for n in &doc.networks {
                 prune_network(tx, &n.id, doc)?;
             }
-            validate_and_write(tx, doc)
+            let existing = read_snapshot(tx)?;
+            let (kept, left_out) = sift(doc, &existing);
+            if !left_out.is_empty() {
+                // A stored version of what was left out is stale: not kept either.
+                for n in &kept.networks {
+                    prune_network(tx, &n.id, &kept)?;
+                }
+            }
+            validate_and_write(tx, &kept)?;
+            Ok(left_out)
         })
     }
 
@@ -390,6 +464,34 @@ mod tests {
         assert_eq!(db.last_seq().unwrap(), 8);
         let (snap, seq) = db.snapshot_at().unwrap();
         assert_eq!((snap, seq), (sorted(base()), 8));
+    }
+
+    #[test]
+    fn an_agents_replace_leaves_out_only_the_objects_that_fail() {
+        let mut t = loaded("sift");
+        // n1 resynced from neutron-server: p2 now claims p1's address, and a
+        // new port sits on a subnet nobody has; p1 and the subnets are fine.
+        let mut doc = base();
+        doc.networks.retain(|n| n.id == "n1");
+        doc.subnets.retain(|s| s.network_id == "n1");
+        doc.ports.retain(|p| p.network_id == "n1");
+        doc.ports[1].fixed_ips[0].ip_address = doc.ports[0].fixed_ips[0].ip_address;
+        let mut orphan = doc.ports[0].clone();
+        orphan.id = "p9".into();
+        orphan.mac_address = "fa:16:3e:00:00:09".parse().unwrap();
+        orphan.fixed_ips[0].subnet_id = "s-gone".into();
+        doc.ports.push(orphan);
+        let mut left_out = t.db().replace_networks(&doc).unwrap();
+        left_out.sort();
+        assert_eq!(left_out, ["p2", "p9"]);
+        let stored = t.db().snapshot().unwrap();
+        let ids: Vec<&str> = stored.ports.iter().map(|p| p.id.as_str()).collect();
+        // The stored p2 is stale (neutron-server says otherwise): it goes too,
+        // rather than being served an address Neutron no longer gives it.
+        assert_eq!(ids, ["p1", "p3"]);
+        // A document that validates is written whole, nothing left out.
+        assert!(t.db().replace_networks(&base()).unwrap().is_empty());
+        assert_eq!(t.db().snapshot().unwrap().ports.len(), 3);
     }
 
     #[test]
