@@ -724,11 +724,14 @@ mod xdp {
                 if n == 0 {
                     continue;
                 }
-                // Opaque, so the verifier sees the size bounds (it needs n > 0).
-                let n = core::hint::black_box(n);
-                if pos > 2048 || n == 0 || n > 257 {
+                // The size as 1 + an opaque 0..=256: older verifiers (6.1)
+                // learn no lower bound from `n == 0` and refuse a size that
+                // may be 0; an upper bound on n - 1 they do keep.
+                let less_one = core::hint::black_box(n.wrapping_sub(1));
+                if pos > 2048 || less_one > 256 {
                     return Err(stat::PASS_TOO_BIG);
                 }
+                let n = less_one + 1;
                 let rc = bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.add(pos).cast(), n as u32);
                 if rc != 0 {
                     return Err(stat::PASS_MALFORMED);
@@ -883,11 +886,14 @@ mod xdp {
             put(p, l3 + IPV4_HLEN, &udp);
         }
         let scratch = SCRATCH.get_ptr_mut(0).ok_or(stat::PASS_OTHER)?;
-        // Opaque, so the bounds below reach the verifier (it needs a non-zero size).
-        let payload_len = core::hint::black_box(payload_len);
-        if !(MIN_BOOTP..=SCRATCH_LEN / 2).contains(&payload_len) {
+        // The size as MIN_BOOTP + an opaque, bounded rest: the verifier needs
+        // a non-zero size, and older ones (6.1) keep no bounds that a range
+        // check compiled to `len - MIN_BOOTP > …` puts on a copy of len.
+        let over_min = core::hint::black_box(payload_len.wrapping_sub(MIN_BOOTP));
+        if over_min > SCRATCH_LEN / 2 - MIN_BOOTP {
             return Err(stat::PASS_TOO_BIG);
         }
+        let payload_len = over_min + MIN_BOOTP;
         // SAFETY: payload_len ≤ 2048 < SCRATCH_LEN; the helper checks the frame.
         let rc = unsafe {
             bpf_xdp_store_bytes(

@@ -6,6 +6,7 @@
 
 mod package;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -47,6 +48,9 @@ enum Cmd {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// The XDP object on Debian 12's kernel (6.1) under qemu: it verifies and the
+    /// fastpath tests pass there (needs root; downloads the kernel once).
+    TestKernel,
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -80,6 +84,11 @@ fn main() -> Result<()> {
             ])
         }
         Cmd::Test { args } => test(&args),
+        Cmd::TestKernel => {
+            setup::ensure(setup::Need::Everything)?;
+            build_ebpf()?;
+            vm::test_kernel(&workspace()).map(drop)
+        }
         Cmd::Bench => bench(),
         Cmd::Package { no_build, out_dir } => {
             if !no_build {
@@ -265,12 +274,35 @@ fn test(extra: &[String]) -> Result<()> {
             &mut totals,
         )?;
     }
-    let result = cargo_test(&args, &mut totals);
+    let mut result = cargo_test(&args, &mut totals);
+    if result.is_ok() && extra.is_empty() {
+        result = kernel_vm(&mut totals);
+    }
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
     result
+}
+
+/// The test-kernel run as one more test of `cargo xtask test`: skipped, with
+/// the reason, without qemu.
+fn kernel_vm(totals: &mut Totals) -> Result<()> {
+    if !vm::qemu_present() {
+        println!("test-kernel: skipped: {} is not installed", vm::QEMU);
+        totals.ignored += 1;
+        return Ok(());
+    }
+    match vm::test_kernel(&workspace()) {
+        Ok(_) => {
+            totals.passed += 1;
+            Ok(())
+        }
+        Err(e) => {
+            totals.failed += 1;
+            Err(e.context("test-kernel: Debian 12's kernel under qemu"))
+        }
+    }
 }
 
 /// Test counts summed over every `test result:` line cargo printed.

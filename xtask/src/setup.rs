@@ -54,6 +54,11 @@ const NEUTRON_PACKAGES: &[&str] = &[
     "python3-openstackclient",
 ];
 
+/// Debian packages of the fault and kernel tests: perfdhcp (kill -9 under
+/// load, tests/tests/kill9_load.rs) and qemu (`cargo xtask test-kernel`, which
+/// fetches Debian 12's kernel itself, once, into target/vm).
+const FAULT_TEST_PACKAGES: &[&str] = &["kea-admin", "qemu-system-x86"];
+
 /// Debian packages only `cargo xtask bench` uses: perfdhcp and the plot.
 const BENCH_PACKAGES: &[&str] = &["kea-admin", "gnuplot-nox"];
 
@@ -65,6 +70,7 @@ pub fn ensure(need: Need) -> Result<()> {
     if need != Need::EbpfBuild {
         packages.extend_from_slice(RUN_PACKAGES);
         packages.extend_from_slice(NEUTRON_PACKAGES);
+        packages.extend_from_slice(FAULT_TEST_PACKAGES);
     }
     if need == Need::Bench {
         packages.extend_from_slice(BENCH_PACKAGES);
