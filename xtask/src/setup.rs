@@ -13,6 +13,8 @@ pub enum Need {
     Everything,
     /// Everything, and the benchmarks' tools.
     Bench,
+    /// Everything, and qemu for `cargo xtask test-kernel`.
+    KernelVm,
 }
 
 /// Debian packages for the eBPF build: the compiler with core's source, and
@@ -54,10 +56,13 @@ const NEUTRON_PACKAGES: &[&str] = &[
     "python3-openstackclient",
 ];
 
-/// Debian packages of the fault and kernel tests: perfdhcp (kill -9 under
-/// load, tests/tests/kill9_load.rs) and qemu (`cargo xtask test-kernel`, which
-/// fetches Debian 12's kernel itself, once, into target/vm).
-const FAULT_TEST_PACKAGES: &[&str] = &["kea-admin", "qemu-system-x86"];
+/// Debian packages of the fault tests: perfdhcp (kill -9 under load,
+/// tests/tests/kill9_load.rs).
+const FAULT_TEST_PACKAGES: &[&str] = &["kea-admin"];
+
+/// `cargo xtask test-kernel` only: qemu (it fetches Debian 12's kernel itself,
+/// once, into target/vm).
+const KERNEL_VM_PACKAGES: &[&str] = &["qemu-system-x86"];
 
 /// Debian packages only `cargo xtask bench` uses: perfdhcp and the plot.
 const BENCH_PACKAGES: &[&str] = &["kea-admin", "gnuplot-nox"];
@@ -71,6 +76,9 @@ pub fn ensure(need: Need) -> Result<()> {
         packages.extend_from_slice(RUN_PACKAGES);
         packages.extend_from_slice(NEUTRON_PACKAGES);
         packages.extend_from_slice(FAULT_TEST_PACKAGES);
+    }
+    if need == Need::KernelVm {
+        packages.extend_from_slice(KERNEL_VM_PACKAGES);
     }
     if need == Need::Bench {
         packages.extend_from_slice(BENCH_PACKAGES);
