@@ -29,14 +29,6 @@ pub struct Outcome {
     pub failed: u64,
 }
 
-/// Whether qemu is installed (the test of `cargo xtask test` runs only then).
-pub fn qemu_present() -> bool {
-    Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Builds the two binaries, packs them, boots Debian 12's kernel and checks
 /// what the console says. `ws` is the workspace root.
 pub fn test_kernel(ws: &Path) -> Result<Outcome> {
