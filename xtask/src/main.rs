@@ -4,6 +4,7 @@
 //! it (Debian packages, bpf-linker built against LLVM 22), says so, and is quiet
 //! when everything is present.
 
+mod fuzz;
 mod package;
 mod setup;
 
@@ -47,7 +48,19 @@ enum Cmd {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
+    /// Fuzz the slow path's request parser and reply builder, the import parser and
+    /// both config readers (cargo-fuzz, libFuzzer, nightly), seeded from the fixture
+    /// table and the repository's documents [default: 60 seconds per target].
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, conflicts_with = "runs")]
+        seconds: Option<u64>,
+        /// Executions per target.
+        #[arg(long)]
+        runs: Option<u64>,
+    },
+    /// Run every test: formatting, lints, unit, kernel and integration tests, a short
+    /// run of each fuzz target (needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -86,6 +99,14 @@ fn main() -> Result<()> {
                 "--bin",
                 "demo",
             ])
+        }
+        Cmd::Fuzz { seconds, runs } => {
+            build_ebpf()?;
+            let budget = match (seconds, runs) {
+                (_, Some(n)) => fuzz::Budget::Runs(n),
+                (s, None) => fuzz::Budget::Seconds(s.unwrap_or(60)),
+            };
+            fuzz::run(&workspace(), budget).map(|_| ())
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench => bench(),
@@ -260,8 +281,17 @@ fn test(extra: &[String]) -> Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    result
+    result?;
+    if extra.is_empty() {
+        // A short bounded run of each fuzz target: no crash on the seeds and
+        // what libFuzzer derives from them in a few seconds.
+        fuzz::run(&workspace(), fuzz::Budget::Runs(FUZZ_TEST_RUNS))?;
+    }
+    Ok(())
 }
+
+/// Executions per fuzz target in `cargo xtask test`.
+const FUZZ_TEST_RUNS: u64 = 20_000;
 
 /// Test counts summed over every `test result:` line cargo printed.
 #[derive(Default)]
