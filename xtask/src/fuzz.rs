@@ -75,6 +75,8 @@ pub fn run(ws: &Path, budget: Budget) -> Result<Vec<Outcome>> {
             // New inputs go to the first directory; the seeds stay as written.
             .arg(&corpus)
             .arg(seeds.join(target))
+            // Inputs that once failed (committed), kept passing.
+            .args(Some(dir.join("regressions").join(target)).filter(|d| d.is_dir()))
             .args(["--", &limit, "-timeout=10", "-print_final_stats=1"]);
         let out = cmd
             .output()
@@ -125,7 +127,7 @@ fn cargo_fuzz(ws: &Path) -> Command {
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTFLAGS")
         .env("CARGO_TARGET_DIR", ws.join("tests/fuzz/target"))
-        .arg("+nightly");
+        .args(["+nightly", "fuzz"]);
     cmd
 }
 

@@ -27,7 +27,6 @@ use dhcp_ebpf::{
     wire::{self, opt, BOOTPS, ETH_SRC, ETH_TYPE},
     ClientKey, OPTS_MAX,
 };
-use dhcproto::{v4, Decodable, Decoder};
 use nix::{
     net::if_::if_nametoindex,
     poll::{poll, PollFd, PollFlags},
@@ -252,8 +251,9 @@ impl Worker {
         let Some((l2_len, payload)) = dhcp_payload(frame) else {
             return Ok(());
         };
-        let msg = v4::Message::decode(&mut Decoder::new(payload)).context("dhcproto")?;
-        if msg.opcode() != v4::Opcode::BootRequest {
+        // Our own strict parser only: dhcproto panics on some malformed
+        // options (debug assertions on their lengths; found by fuzzing).
+        if payload.get(wire::bootp::OP) != Some(&wire::BOOTREQUEST) {
             return Ok(());
         }
         let req = Request::parse(payload)?;
@@ -317,15 +317,7 @@ impl Worker {
                 let mut out = reply::frame(l2, cfg.server_mac, &req, &view, t);
                 if out.len() - l2_len > reply::max_reply_ip_len(&req) {
                     // Too big for the client: keep what it asked for (option 55).
-                    let asked: Vec<u8> = msg
-                        .opts()
-                        .get(v4::OptionCode::ParameterRequestList)
-                        .map_or(vec![], |o| match o {
-                            v4::DhcpOption::ParameterRequestList(codes) => {
-                                codes.iter().map(|c| u8::from(*c)).collect()
-                            }
-                            _ => vec![],
-                        });
+                    let asked = asked_options(payload);
                     let drop: Vec<u8> = reply::tlvs(blob)
                         .iter()
                         .map(|(c, _)| *c)
@@ -397,6 +389,17 @@ const KEPT_WHEN_TRIMMED: [u8; 4] = [
     opt::REBINDING_T2,
 ];
 
+/// The option codes a request asks for (option 55, its parts concatenated as
+/// RFC 3396 says), from a payload [`Request::parse`] accepted.
+pub fn asked_options(payload: &[u8]) -> Vec<u8> {
+    let options = payload.get(reply::OPTIONS_OFF..).unwrap_or_default();
+    reply::tlvs(options)
+        .into_iter()
+        .filter(|(code, _)| *code == opt::PARAMETER_REQUEST_LIST)
+        .flat_map(|(_, codes)| codes.iter().copied())
+        .collect()
+}
+
 /// The L2 header length and UDP payload of an IPv4/UDP frame to port 67.
 pub fn dhcp_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
     let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
@@ -419,4 +422,39 @@ pub fn dhcp_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
         l3,
         frame.get(udp + wire::UDP_HLEN..udp + len.max(wire::UDP_HLEN))?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_options_reads_option_55() {
+        let mut head = vec![0u8; reply::OPTIONS_OFF];
+        head[reply::OPTIONS_OFF - 4..].copy_from_slice(&reply::MAGIC_COOKIE);
+        let cases: [(&str, &[u8], &[u8]); 4] = [
+            (
+                "one option 55",
+                &[53, 1, 1, 55, 3, 1, 3, 6, 255],
+                &[1, 3, 6],
+            ),
+            ("none", &[53, 1, 1, 255], &[]),
+            (
+                "split (RFC 3396): the parts in order",
+                &[55, 1, 1, 0, 55, 2, 3, 6, 255],
+                &[1, 3, 6],
+            ),
+            // dhcproto panicked on this one (a 151..=157 option whose
+            // length is not 4) in builds with debug assertions.
+            (
+                "a malformed bulk leasequery option",
+                &[53, 1, 1, 152, 0, 55, 1, 6, 255],
+                &[6],
+            ),
+        ];
+        for (what, options, want) in cases {
+            let payload = [head.as_slice(), options].concat();
+            assert_eq!(asked_options(&payload), want, "{what}");
+        }
+    }
 }
