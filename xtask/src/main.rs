@@ -4,6 +4,7 @@
 //! it (Debian packages, bpf-linker built against LLVM 22), says so, and is quiet
 //! when everything is present.
 
+mod fuzz;
 mod package;
 mod setup;
 mod vm;
@@ -51,6 +52,17 @@ enum Cmd {
     /// The XDP object on Debian 12's kernel (6.1) under qemu: it verifies and the
     /// fastpath tests pass there (needs root; downloads the kernel once).
     TestKernel,
+    /// Fuzz the slow path's request parser and reply builder, the import parser and
+    /// both config readers (cargo-fuzz, libFuzzer, nightly), seeded from the fixture
+    /// table and the repository's documents [default: 60 seconds per target].
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, conflicts_with = "runs")]
+        seconds: Option<u64>,
+        /// Executions per target.
+        #[arg(long)]
+        runs: Option<u64>,
+    },
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -82,6 +94,14 @@ fn main() -> Result<()> {
                 "--bin",
                 "demo",
             ])
+        }
+        Cmd::Fuzz { seconds, runs } => {
+            build_ebpf()?;
+            let budget = match (seconds, runs) {
+                (_, Some(n)) => fuzz::Budget::Runs(n),
+                (s, None) => fuzz::Budget::Seconds(s.unwrap_or(60)),
+            };
+            fuzz::run(&workspace(), budget).map(|_| ())
         }
         Cmd::Test { args } => test(&args),
         Cmd::TestKernel => {
@@ -281,6 +301,8 @@ fn test(extra: &[String]) -> Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
+    // The fuzz targets run by `cargo xtask fuzz`, not here: their first,
+    // instrumented nightly build costs about 12 CPU-minutes (docs/fastpath.md).
     result
 }
 

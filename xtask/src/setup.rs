@@ -69,6 +69,9 @@ const BENCH_PACKAGES: &[&str] = &["kea-admin", "gnuplot-nox"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-fuzz, for `cargo xtask fuzz` and the short fuzz runs of `cargo xtask test`.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Ensures everything `need` requires is installed; quiet when it is.
 pub fn ensure(need: Need) -> Result<()> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
@@ -186,4 +189,35 @@ pub fn path_with_cargo_bin() -> String {
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
     let path = std::env::var("PATH").unwrap_or_default();
     format!("{}:{path}", home.join("bin").display())
+}
+
+/// Installs cargo-fuzz when missing (libFuzzer itself comes with the
+/// libfuzzer-sys crate; the targets build on rustup's nightly); quiet when present.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let present = Command::new("cargo")
+        .env("PATH", path_with_cargo_bin())
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (takes a minute)");
+    let status = Command::new("cargo")
+        .env("PATH", path_with_cargo_bin())
+        .args([
+            "install",
+            "--quiet",
+            "--locked",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ])
+        .status()
+        .context("starting `cargo install cargo-fuzz`")?;
+    if !status.success() {
+        bail!("`cargo install cargo-fuzz` failed: {status}");
+    }
+    Ok(())
 }

@@ -271,7 +271,9 @@ impl Worker {
         let Some((l2_len, payload)) = dhcp_payload(frame) else {
             return Ok(());
         };
-        if payload.first() != Some(&wire::BOOTREQUEST) {
+        // Our own strict parser only: dhcproto panics on some malformed
+        // options (debug assertions on their lengths; found by fuzzing).
+        if payload.get(wire::bootp::OP) != Some(&wire::BOOTREQUEST) {
             return Ok(());
         }
         let req = Request::parse(payload)?;
@@ -448,4 +450,43 @@ pub fn dhcp_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
     )
     .ok()?;
     Some((l3, &datagram[wire::UDP_HLEN..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the worker reads of option 55 (to trim a reply too big for the
+    /// client) comes from the strict parser, whatever else the request holds.
+    #[test]
+    fn option_55_is_read_by_the_strict_parser() {
+        let mut head = vec![0u8; reply::OPTIONS_OFF];
+        head[wire::bootp::OP] = wire::BOOTREQUEST;
+        head[reply::OPTIONS_OFF - 4..].copy_from_slice(&reply::MAGIC_COOKIE);
+        let cases: [(&str, &[u8], &[u8]); 4] = [
+            (
+                "one option 55",
+                &[53, 1, 1, 55, 3, 1, 3, 6, 255],
+                &[1, 3, 6],
+            ),
+            ("none", &[53, 1, 1, 255], &[]),
+            (
+                "split (RFC 3396): the parts in order",
+                &[53, 1, 1, 55, 1, 1, 0, 55, 2, 3, 6, 255],
+                &[1, 3, 6],
+            ),
+            // dhcproto panicked on this one (a 151..=157 option whose
+            // length is not 4) in builds with debug assertions.
+            (
+                "a malformed bulk leasequery option",
+                &[53, 1, 1, 152, 0, 55, 1, 6, 255],
+                &[6],
+            ),
+        ];
+        for (what, options, want) in cases {
+            let payload = [head.as_slice(), options].concat();
+            let req = Request::parse(&payload).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(req.parameters, want, "{what}");
+        }
+    }
 }
