@@ -462,6 +462,8 @@ mod tests {
     fn option_55_is_read_by_the_strict_parser() {
         let mut head = vec![0u8; reply::OPTIONS_OFF];
         head[wire::bootp::OP] = wire::BOOTREQUEST;
+        head[wire::bootp::HTYPE] = wire::HTYPE_ETHER;
+        head[wire::bootp::HLEN] = wire::HLEN_ETHER;
         head[reply::OPTIONS_OFF - 4..].copy_from_slice(&reply::MAGIC_COOKIE);
         let cases: [(&str, &[u8], &[u8]); 4] = [
             (
