@@ -18,6 +18,9 @@ use xdhcp::netns::{ip, TempNs};
 use crate::RawSocket;
 
 static N: AtomicU32 = AtomicU32::new(0);
+/// Clouds made by this process: each gets its own tag, so tests running at
+/// once never share a bpffs directory, database or device name.
+static CLOUDS: AtomicU32 = AtomicU32::new(0);
 
 /// The `xdhcp` binary next to the test executable. `cargo xtask test` builds
 /// it first; running one test binary by hand, build it with the same profile
@@ -87,9 +90,16 @@ fn mac_str(mac: &[u8; 6]) -> String {
 impl Cloud {
     /// An empty cloud with unique names.
     pub fn new() -> Self {
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{:06x}{:x}", std::process::id() & 0xff_ffff, n % 16);
-        let tag: String = tag.chars().take(7).collect();
+        // 7 characters: 5 of the pid, 2 of the cloud's number. (The number
+        // once came from the counter imports bump too, modulo 16: two tests
+        // running at once could get one tag, and one's `xdhcp down` removed
+        // the other's pins.)
+        let n = CLOUDS.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < 256,
+            "more than 256 clouds in one test binary: tags would repeat"
+        );
+        let tag = format!("{:05x}{:02x}", std::process::id() & 0xf_ffff, n);
         Self {
             db: PathBuf::from(format!("/tmp/xdhcp-test-{tag}.db")),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/xdhcp-t{tag}")),
