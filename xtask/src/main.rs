@@ -315,6 +315,23 @@ struct Totals {
 }
 
 /// Runs `cargo test …`, echoing its output and adding up its results.
+/// The number before `word` in what follows a libtest `test result: ` (e.g.
+/// `ok. 7 passed; 0 failed; …`), 0 when absent.
+fn result_count(result: &str, word: &str) -> u64 {
+    result
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .strip_suffix(word)?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
     use std::io::{BufRead, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -329,22 +346,9 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
         let line = line?;
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                rest.split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .strip_suffix(word)?
-                            .trim()
-                            .rsplit(' ')
-                            .next()?
-                            .parse()
-                            .ok()
-                    })
-                    .unwrap_or(0u64)
-            };
-            totals.passed += count("passed");
-            totals.failed += count("failed");
-            totals.ignored += count("ignored");
+            totals.passed += result_count(rest, "passed");
+            totals.failed += result_count(rest, "failed");
+            totals.ignored += result_count(rest, "ignored");
         }
     }
     let status = child.wait()?;

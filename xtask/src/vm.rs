@@ -321,20 +321,7 @@ fn check_console(console: &str, log: &Path, secs: f64) -> Result<Outcome> {
         .lines()
         .find_map(|l| l.strip_prefix("test result: "))
         .with_context(|| format!("no test result in the console ({})", log.display()))?;
-    let count = |word: &str| {
-        result
-            .split(';')
-            .find_map(|part| {
-                part.trim()
-                    .strip_suffix(word)?
-                    .trim()
-                    .rsplit(' ')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0u64)
-    };
+    let count = |word: &str| crate::result_count(result, word);
     let outcome = Outcome {
         passed: count("passed"),
         failed: count("failed"),
