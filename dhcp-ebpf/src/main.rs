@@ -458,6 +458,10 @@ mod xdp {
         if n == 0 || n > MAX_FRAME || ihl > 60 {
             return Err(stat::PASS_MALFORMED);
         }
+        // 6.1's verifier does not carry the check above to the copy of n
+        // spilled before it: give the size a bound it computes itself,
+        // 1..=2048, which is n again for n in 1..=MAX_FRAME.
+        let n = (core::hint::black_box(n - 1) & 0x7ff) + 1;
         // SAFETY: n ≤ MAX_FRAME; the copy and the 4 zeros after it stay inside
         // the 4096-byte per-CPU buffer, which this run alone uses.
         let (src, dst) = unsafe {
@@ -783,20 +787,27 @@ mod xdp {
         if start > 60 {
             return Err(stat::PASS_OTHER);
         }
+        if len > 4 * 512 {
+            return Err(stat::PASS_TOO_BIG);
+        }
         let mut sum: u64 = 0;
-        let mut done = 0usize;
-        for _ in 0..4 {
-            if done >= len || done > 1536 {
+        // Chunks at constant offsets, each offset and size behind a mask
+        // the verifier computes itself: 6.1's verifier lost the bounds of a
+        // running offset (it ended with umin > umax and refused the pointer).
+        for i in 0..4usize {
+            let off = i * 512;
+            if off >= len {
                 break;
             }
-            let mut n = len - done;
-            if n > 512 {
-                n = 512;
-            }
-            // SAFETY: start ≤ 60, done ≤ 1536 and n ≤ 512 stay inside the
-            // 4096-byte buffer.
+            let rest = len - off;
+            let n = if rest > 512 { 512 } else { rest };
+            // No-ops for n ≤ 512 and start ≤ 60.
+            let n = core::hint::black_box(n) & 0x3ff;
+            let at = (core::hint::black_box(start) & 0x3f) + off;
+            // SAFETY: at ≤ 63 + 1536 and n ≤ 1023 stay inside the 4096-byte
+            // buffer.
             let part = unsafe {
-                let p = (*scratch).buf.as_mut_ptr().add(start + done);
+                let p = (*scratch).buf.as_mut_ptr().add(at);
                 bpf_csum_diff(core::ptr::null_mut(), 0, p.cast(), n as u32, 0)
             };
             if part < 0 {
@@ -805,10 +816,6 @@ mod xdp {
             // The helper sums 16-bit words in memory order (little-endian here);
             // the rest of the sum is in network order: swap the folded part.
             sum += u16::from_be(csum::fold(part as u32 as u64)) as u64;
-            done += n;
-        }
-        if done != len {
-            return Err(stat::PASS_TOO_BIG);
         }
         Ok(sum)
     }
