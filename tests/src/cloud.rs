@@ -317,6 +317,20 @@ impl Cloud {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Whether the daemon exits within `timeout`. `xdhcp down` returns once
+    /// the daemon has let go of its lock, which it does a moment before its
+    /// process ends.
+    pub fn daemon_exits_within(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.daemon_alive() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// Waits until the daemon's log contains `text`.
     pub fn wait_log(&self, text: &str, timeout: Duration) -> Result<()> {
         self.wait_log_times(text, 1, timeout)
