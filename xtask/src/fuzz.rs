@@ -81,7 +81,6 @@ pub fn run(ws: &Path, budget: Budget) -> Result<Vec<Outcome>> {
         let out = cmd
             .output()
             .with_context(|| format!("starting the fuzz target {target}"))?;
-        remove_temp_files();
         let log = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -129,18 +128,4 @@ fn cargo_fuzz(ws: &Path) -> Command {
         .env("CARGO_TARGET_DIR", ws.join("tests/fuzz/target"))
         .args(["+nightly", "fuzz"]);
     cmd
-}
-
-/// The dnsmasq files the config_oslo target wrote (one per process).
-fn remove_temp_files() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("xdhcp-fuzz-dnsmasq-") && name.ends_with(".conf") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }

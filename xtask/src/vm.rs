@@ -29,6 +29,15 @@ pub struct Outcome {
     pub failed: u64,
 }
 
+/// Whether qemu-system-x86_64 is on this machine.
+pub fn qemu_present() -> bool {
+    Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// Builds the two binaries, packs them, boots Debian 12's kernel and checks
 /// what the console says. `ws` is the workspace root.
 pub fn test_kernel(ws: &Path) -> Result<Outcome> {

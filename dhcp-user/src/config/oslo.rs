@@ -222,6 +222,18 @@ pub fn load(files: &[PathBuf]) -> Result<(AgentSettings, Vec<String>)> {
 
 /// Parses (file name, text) pairs as `load` reads files; only dnsmasq_config_file is read from disk.
 pub fn parse_files(texts: &[(String, String)]) -> Result<(AgentSettings, Vec<String>)> {
+    parse_files_with(texts, &|path| std::fs::read_to_string(path))
+}
+
+/// A reader of the one file the settings name (`dnsmasq_config_file`).
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// `parse_files`, with `read` in place of the file system for
+/// dnsmasq_config_file (the fuzz target keeps it in memory).
+pub fn parse_files_with(
+    texts: &[(String, String)],
+    read: ReadFile<'_>,
+) -> Result<(AgentSettings, Vec<String>)> {
     let mut values: BTreeMap<(String, String), Raw> = BTreeMap::new();
     let mut warned: BTreeSet<(String, String)> = BTreeSet::new();
     let mut warnings = Vec::new();
@@ -250,6 +262,7 @@ pub fn parse_files(texts: &[(String, String)]) -> Result<(AgentSettings, Vec<Str
     let values = Values {
         values,
         host: machine_hostname(),
+        read,
     };
     let settings = build(&values, &mut warnings)?;
     Ok((settings, warnings))
@@ -447,9 +460,10 @@ struct Raw {
 }
 
 /// Every value the files set, by (normalized section, key), with the defaults behind them.
-struct Values {
+struct Values<'a> {
     values: BTreeMap<(String, String), Raw>,
     host: String,
+    read: ReadFile<'a>,
 }
 
 /// An option's value after substitution, and where it came from (for messages).
@@ -473,7 +487,7 @@ impl Val {
 /// How deep `$name` may refer to options that refer to options.
 const MAX_SUBSTITUTION_DEPTH: usize = 10;
 
-impl Values {
+impl Values<'_> {
     /// The raw value of (section, key) if a file sets it.
     fn raw(&self, section: &str, key: &str) -> Option<&Raw> {
         self.values.get(&(section.to_string(), key.to_string()))
@@ -656,7 +670,7 @@ impl Values {
 }
 
 /// Turns the merged values into settings, adding warnings for what it skips.
-fn build(v: &Values, warnings: &mut Vec<String>) -> Result<AgentSettings> {
+fn build(v: &Values<'_>, warnings: &mut Vec<String>) -> Result<AgentSettings> {
     let state_path = v.path(DEFAULT, "state_path")?;
 
     let transport_url = {
@@ -771,8 +785,8 @@ fn build(v: &Values, warnings: &mut Vec<String>) -> Result<AgentSettings> {
             (None, Vec::new())
         } else {
             let path = PathBuf::from(&f.text);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("{}: reading {}", f.at, path.display()))?;
+            let text =
+                (v.read)(&path).with_context(|| format!("{}: reading {}", f.at, path.display()))?;
             let options = parse_dnsmasq(&path, &text, warnings)?;
             (Some(path), options)
         }

@@ -1,8 +1,9 @@
-//! Fuzz target: the oslo.config reader (`config::oslo::parse_files`) on any
-//! text, split at NUL bytes into several `--config-file`s (neutron.conf, then
-//! dhcp_agent.ini, …) so that the later-file-wins merge is exercised too.
-//! The reader opens one file itself, `dnsmasq_config_file`: the last part is
-//! written to a file of this process, which `@DNSMASQ@` in the text names.
+//! Fuzz target: the oslo.config reader (`config::oslo::parse_files_with`) on
+//! any text, split at NUL bytes into several `--config-file`s (neutron.conf,
+//! then dhcp_agent.ini, …) so that the later-file-wins merge is exercised too.
+//! The reader opens one file itself, `dnsmasq_config_file`: here the last part
+//! is that file, kept in memory and returned for whatever path the text names
+//! (a path of `/missing` reads as "no such file").
 //! A parsed result must convert to the agent's options.
 
 #![no_main]
@@ -16,15 +17,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut parts: Vec<&str> = text.split('\0').take(5).collect();
     let dnsmasq = if parts.len() > 1 { parts.pop() } else { None };
-    let path = dnsmasq_file();
-    std::fs::write(&path, dnsmasq.unwrap_or_default()).expect("writing the dnsmasq file");
-    let path = path.to_str().expect("a UTF-8 temp path");
     let files: Vec<(String, String)> = parts
         .iter()
         .enumerate()
-        .map(|(i, t)| (format!("fuzz-{i}.conf"), t.replace("@DNSMASQ@", path)))
+        .map(|(i, t)| (format!("fuzz-{i}.conf"), t.to_string()))
         .collect();
-    match oslo::parse_files(&files) {
+    let read = |path: &std::path::Path| {
+        if path == std::path::Path::new("/missing") {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        Ok(dnsmasq.unwrap_or_default().to_string())
+    };
+    match oslo::parse_files_with(&files, &read) {
         Ok((settings, warnings)) => {
             let _ = settings.to_agent_config().lease_secs();
             let _ = settings.transport_url.as_ref().map(|t| t.amqp_uris());
@@ -33,8 +37,3 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert!(!format!("{e:#}").is_empty(), "an error says why"),
     }
 });
-
-/// This process's dnsmasq_config_file.
-fn dnsmasq_file() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("xdhcp-fuzz-dnsmasq-{}.conf", std::process::id()))
-}

@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use xdhcp::{
     plan::options::{ReplyOptions, Route},
     slowpath::{
-        self, dhcp_payload,
+        dhcp_payload,
         reply::{self, Decision, LeaseView, Request},
     },
 };

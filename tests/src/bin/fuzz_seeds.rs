@@ -132,11 +132,11 @@ const NEUTRON_CONF: &str = "[DEFAULT]\nhost = compute-1\n\
     [ovs]\novsdb_connection = tcp:127.0.0.1:6640\n\n[oslo_messaging_rabbit]\n\
     heartbeat_timeout_threshold = 60\namqp_durable_queues = true\n";
 
-/// dhcp_agent.ini as the agent tests write it; `@DNSMASQ@` is the fuzz
-/// target's own dnsmasq_config_file.
+/// dhcp_agent.ini as the agent tests write it (the fuzz target answers
+/// any dnsmasq_config_file path but `/missing` with its last part).
 const AGENT_INI: &str = "[DEFAULT]\ninterface_driver = openvswitch\n\
     dhcp_driver = neutron.agent.linux.dhcp.Dnsmasq\nenable_isolated_metadata = True\n\
-    dnsmasq_config_file = @DNSMASQ@\novs_use_veth = True\novs_integration_bridge = br-int\n\
+    dnsmasq_config_file = /etc/neutron/dnsmasq-neutron.conf\novs_use_veth = True\novs_integration_bridge = br-int\n\
     resync_interval = 2\ndhcp_lease_duration = -1\ndnsmasq_dns_servers = 10.0.0.53, 10.0.1.53\n\n\
     [xdhcp]\nbpffs = /sys/fs/bpf/xdhcp\nmetrics_address = 127.0.0.1:9400\n\
     enable_relay = true\nrelay_addresses = 192.0.2.1, 192.0.2.2\n";
