@@ -131,7 +131,9 @@ pub fn validate(doc: &ImportDoc, existing: &Snapshot) -> Result<()> {
 
     for (n, name) in doc.networks.iter().zip(&network_names) {
         match n.mtu {
-            Some(m) if m < MTU_MIN => {
+            // 0 is Neutron's "unknown" (its API default): the dnsmasq
+            // driver then sends no option 26, and neither does the plan.
+            Some(m) if m != 0 && m < MTU_MIN => {
                 bail!("{name}: mtu {m} is below {MTU_MIN}, the minimum for IPv4")
             }
             Some(m) if m > u32::from(u16::MAX) => {
@@ -351,6 +353,15 @@ fn check_port(
     }
     // The whole blob, as the default agent config plans it on each IPv4 subnet
     // (the server's address is a stand-in of the same size).
+    // The network's other DHCP subnets are on-link routes in the blob.
+    let siblings: Vec<ipnet::Ipv4Net> = subnets
+        .values()
+        .filter(|s| s.network_id == p.network_id && s.enable_dhcp)
+        .filter_map(|s| match s.cidr {
+            IpNet::V4(c) => Some(c),
+            IpNet::V6(_) => None,
+        })
+        .collect();
     for f in &p.fixed_ips {
         let Some(s) = subnets.get(f.subnet_id.as_str()) else {
             continue;
@@ -361,6 +372,7 @@ fn check_port(
                 network,
                 s,
                 cidr,
+                &siblings,
                 cidr.network(),
                 true,
                 &AgentConfig::default(),
@@ -507,6 +519,13 @@ mod tests {
         let doc = parse(r#"{"networks": [{"id": "n"}]}"#).unwrap();
         assert_eq!(doc.networks[0].name, "");
         assert!(doc.ports.is_empty());
+    }
+
+    #[test]
+    fn mtu_0_is_neutrons_unknown_and_accepted() {
+        let mut doc = parse(&good_json()).unwrap();
+        doc.networks[0].mtu = Some(0);
+        validate(&doc, &Snapshot::default()).expect("mtu 0 as the API's default");
     }
 
     /// `validate` also checks the formats `parse` checks, for documents built in code.

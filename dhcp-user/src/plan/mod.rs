@@ -27,6 +27,33 @@ use crate::{
 /// The metadata service's address, routed via the DHCP port on isolated subnets.
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
+/// Ports remembered at most by [`not_served_is_news`].
+const NOT_SERVED_MEMO: usize = 65_536;
+
+/// Whether a port's reason for not being served (`None`: it is served) is
+/// news worth a log line: new or changed since the last plan of it. The agent
+/// replans every network at each resync; an unservable port is logged once
+/// per change, not once per resync.
+fn not_served_is_news(port_id: &str, why: Option<&str>) -> bool {
+    static LAST: std::sync::Mutex<Option<HashMap<String, String>>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let last = last.get_or_insert_with(HashMap::new);
+    let Some(why) = why else {
+        if !last.is_empty() {
+            last.remove(port_id);
+        }
+        return false;
+    };
+    if last.get(port_id).is_some_and(|w| w == why) {
+        return false;
+    }
+    if last.len() >= NOT_SERVED_MEMO && !last.contains_key(port_id) {
+        last.clear();
+    }
+    last.insert(port_id.to_string(), why.to_string());
+    true
+}
+
 /// The database's contents, indexed for the sync.
 #[derive(Debug, Default, Clone)]
 pub struct Model {
@@ -179,10 +206,15 @@ impl Model {
                 continue;
             }
             match self.plan_port(port, network, &subnets, &server_ip_on, &routed, cfg) {
-                Ok(Some(l)) => leases.push(l),
-                Ok(None) => {}
+                Ok(planned) => {
+                    not_served_is_news(&port.id, None);
+                    leases.extend(planned);
+                }
                 Err(e) => {
-                    tracing::warn!(port = %port.id, network = %network_id, "not served: {e:#}")
+                    let why = format!("{e:#}");
+                    if not_served_is_news(&port.id, Some(&why)) {
+                        tracing::warn!(port = %port.id, network = %network_id, "not served: {why}")
+                    }
                 }
             }
         }
@@ -191,7 +223,7 @@ impl Model {
             dhcp_port_id: dhcp.id.clone(),
             server_mac,
             server_addrs,
-            mtu: network.mtu,
+            mtu: network.mtu.filter(|&m| m > 0),
             leases,
         })
     }
@@ -217,7 +249,10 @@ impl Model {
             .with_context(|| format!("the DHCP port has no address on subnet {}", subnet.id))?;
         let isolated = !routed.contains(subnet.id.as_str());
         let lease_secs = cfg.lease_secs();
-        let (blob, siaddr) = port_options(port, network, subnet, cidr, server_ip, isolated, cfg)?;
+        let siblings: Vec<Ipv4Net> = subnets.iter().map(|(_, c)| *c).collect();
+        let (blob, siaddr) = port_options(
+            port, network, subnet, cidr, &siblings, server_ip, isolated, cfg,
+        )?;
         Ok(Some(PlannedLease {
             port_id: port.id.clone(),
             mac: port.mac_address.0,
@@ -232,37 +267,65 @@ impl Model {
 }
 
 /// A port's option blob and siaddr on `subnet` (of CIDR `cidr`, served from
-/// `server_ip`), or why they cannot be encoded (an extra option that does not
-/// encode, more than the fast path's blob holds). `xdhcp import` checks ports
-/// with it too.
+/// `server_ip`; `siblings` the CIDRs of the network's DHCP-enabled IPv4
+/// subnets, in the order Neutron lists them, `cidr` among them or not), or why
+/// they cannot be encoded (an extra option that does not encode, more than the
+/// fast path's blob holds). `xdhcp import` checks ports with it too.
+#[allow(clippy::too_many_arguments)]
 pub fn port_options(
     port: &Port,
     network: &Network,
     subnet: &Subnet,
     cidr: Ipv4Net,
+    siblings: &[Ipv4Net],
     server_ip: Ipv4Addr,
     isolated: bool,
     cfg: &AgentConfig,
 ) -> Result<(Vec<u8>, Ipv4Addr)> {
-    // IPv6 routes have no place in option 121.
-    let mut routes: Vec<Route> = subnet
-        .host_routes
-        .iter()
-        .filter_map(|r| match (r.destination, v4(&r.nexthop)) {
-            (IpNet::V4(dest), Some(via)) => Some(Route {
+    // As neutron/agent/linux/dhcp.py's _generate_opts_per_subnet: a host
+    // route to 0.0.0.0/0 is the gateway when the subnet has none (and no
+    // route); IPv6 routes have no place in option 121.
+    let mut gateway = subnet.gateway_ip.as_ref().and_then(v4);
+    let mut routes: Vec<Route> = Vec::new();
+    for r in &subnet.host_routes {
+        let (IpNet::V4(dest), Some(via)) = (r.destination, v4(&r.nexthop)) else {
+            continue;
+        };
+        if dest.prefix_len() == 0 {
+            gateway = gateway.or(Some(via));
+        } else {
+            routes.push(Route {
                 dest: dest.network(),
                 prefix: dest.prefix_len(),
                 via,
-            }),
-            _ => None,
-        })
-        .collect();
+            });
+        }
+    }
+    // The metadata service: via the DHCP port on an isolated subnet, else
+    // via the gateway.
     if cfg.force_metadata || (cfg.enable_isolated_metadata && isolated) {
         routes.push(Route {
             dest: METADATA_IP,
             prefix: 32,
             via: server_ip,
         });
+    } else if let Some(gw) = gateway.filter(|_| !isolated) {
+        routes.push(Route {
+            dest: METADATA_IP,
+            prefix: 32,
+            via: gw,
+        });
+    }
+    // The network's other DHCP subnets are on link: each inserted first.
+    for s in siblings.iter().filter(|s| **s != cidr) {
+        routes.insert(
+            0,
+            Route {
+                dest: s.network(),
+                prefix: s.prefix_len(),
+                via: Ipv4Addr::UNSPECIFIED,
+            },
+        );
     }
     let mut dns: Vec<Ipv4Addr> = subnet.dns_nameservers.iter().filter_map(v4).collect();
     if dns.is_empty() {
@@ -290,13 +353,16 @@ pub fn port_options(
     let blob = ReplyOptions {
         lease_secs: cfg.lease_secs(),
         prefix_len: cidr.prefix_len(),
-        router: subnet.gateway_ip.as_ref().and_then(v4),
+        router: gateway,
         dns,
         // dnsmasq's --domain drops a trailing dot (Neutron's docs write one).
         domain: Some(cfg.dns_domain.trim_end_matches('.'))
             .filter(|d| !d.is_empty())
             .map(String::from),
-        mtu: network.mtu.and_then(|m| u16::try_from(m).ok()),
+        mtu: network
+            .mtu
+            .filter(|&m| m > 0)
+            .and_then(|m| u16::try_from(m).ok()),
         broadcast: Some(cidr.broadcast()),
         routes,
         extra,
@@ -358,6 +424,70 @@ mod tests {
             subnets: d.subnets,
             ports: d.ports,
         })
+    }
+
+    /// Log lines written while `f` runs on this thread.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = capture.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn an_unservable_port_is_logged_once_per_change_not_per_replan() {
+        let cfg = AgentConfig::default();
+        let port_id = "vm-logged-once";
+        let with_opts = |opts: serde_json::Value| {
+            model(|d| {
+                d["ports"][1]["id"] = serde_json::json!(port_id);
+                d["ports"][1]["extra_dhcp_opts"] = opts;
+            })
+        };
+        // 30 options of 250 bytes: far over the 1024-byte blob.
+        let big: Vec<_> = (0..30)
+            .map(|i| serde_json::json!({"opt_name": (200 + i).to_string(), "opt_value": "x".repeat(250)}))
+            .collect();
+        let broken = with_opts(serde_json::json!(big));
+        let lines = |m: &Model, times: usize| {
+            logged(|| {
+                for _ in 0..times {
+                    let net = m.plan(NETWORK_ID, &cfg).expect("the network is served");
+                    assert!(net.leases.is_empty(), "the port is left out");
+                }
+            })
+            .lines()
+            .filter(|l| l.contains("not served") && l.contains(port_id))
+            .count()
+        };
+        assert_eq!(lines(&broken, 5), 1, "five replans, one line");
+        assert_eq!(lines(&broken, 3), 0, "still the same reason");
+        // Another reason is news; so is the same one after the port was served.
+        let other = with_opts(serde_json::json!(big[..20]));
+        assert_eq!(lines(&other, 2), 1, "a changed reason is logged");
+        let fixed = with_opts(serde_json::json!([]));
+        let served = logged(|| {
+            let net = fixed.plan(NETWORK_ID, &cfg).unwrap();
+            assert_eq!(net.leases.len(), 1, "served again");
+        });
+        assert!(!served.contains("not served"), "{served}");
+        assert_eq!(lines(&broken, 2), 1, "broken again after being served");
     }
 
     fn router_port(doc: &mut serde_json::Value) {
@@ -441,6 +571,60 @@ mod tests {
                 |l| option(&l.unwrap(), 26) == Some(vec![0x05, 0xaa]),
             ),
             (
+                "mtu 0 (Neutron's unknown) sends no option 26, as the dnsmasq driver",
+                model(|d| d["networks"][0]["mtu"] = serde_json::json!(0)),
+                &def,
+                |l| option(&l.unwrap(), 26).is_none(),
+            ),
+            (
+                "a second DHCP subnet on the network is an on-link route, first in 121",
+                model(|d| {
+                    d["subnets"].as_array_mut().unwrap().push(serde_json::json!(
+                        {"id": "sub-2", "network_id": NETWORK_ID, "ip_version": 4, "cidr": "10.1.0.0/24",
+                         "gateway_ip": null, "enable_dhcp": true}));
+                }),
+                &isolated,
+                |l| {
+                    option(&l.unwrap(), 121)
+                        == Some(
+                            [
+                                &[24, 10, 1, 0, 0, 0, 0, 0][..],
+                                &[32, 169, 254, 169, 254, 10, 0, 0, 2],
+                                &[0, 10, 0, 0, 1],
+                            ]
+                            .concat(),
+                        )
+                },
+            ),
+            (
+                "a routed subnet: the metadata route goes via its gateway",
+                model(router_port),
+                &def,
+                |l| {
+                    option(&l.unwrap(), 121)
+                        == Some(
+                            [
+                                &[32, 169, 254, 169, 254, 10, 0, 0, 1][..],
+                                &[0, 10, 0, 0, 1],
+                            ]
+                            .concat(),
+                        )
+                },
+            ),
+            (
+                "a 0.0.0.0/0 host route is the router of a subnet without gateway_ip",
+                model(|d| {
+                    d["subnets"][0]["gateway_ip"] = serde_json::Value::Null;
+                    d["subnets"][0]["host_routes"] =
+                        serde_json::json!([{"destination": "0.0.0.0/0", "nexthop": "10.0.0.254"}]);
+                }),
+                &def,
+                |l| {
+                    let l = l.unwrap();
+                    option(&l, 3) == Some(vec![10, 0, 0, 254]) && option(&l, 121).is_none()
+                },
+            ),
+            (
                 "the subnet's DNS servers go out as option 6",
                 model(|_| {}),
                 &def,
@@ -462,10 +646,19 @@ mod tests {
                 },
             ),
             (
-                "isolated metadata: a routed subnet does not",
+                "isolated metadata: a routed subnet's metadata route is via its router",
                 model(router_port),
                 &isolated,
-                |l| option(&l.unwrap(), 121).is_none(),
+                |l| {
+                    option(&l.unwrap(), 121)
+                        == Some(
+                            [
+                                &[32, 169, 254, 169, 254, 10, 0, 0, 1][..],
+                                &[0, 10, 0, 0, 1],
+                            ]
+                            .concat(),
+                        )
+                },
             ),
             (
                 "force_metadata: the route even with a router",
