@@ -47,6 +47,8 @@ from neutron_lib import context as n_context
 from neutron_lib import rpc as n_rpc
 
 CYCLE = 0.3
+# neutron_lib.constants.DEAD_VLAN_TAG: where new ports wait to be wired.
+DEAD_VLAN = 4095
 RPC_TIMEOUT = 10
 
 
@@ -115,12 +117,13 @@ class Notifications:
 
 
 def bridge_devices(ovsdb, bridge):
-    """{iface-id: interface name} for the bridge's Interfaces with an
-    ofport (like the real agent, ports OVS failed to open are skipped)."""
+    """({iface-id: interface name} for the bridge's Interfaces with an
+    ofport (like the real agent, ports OVS failed to open are skipped),
+    [names of the ports in the dead VLAN])."""
     out = subprocess.run(
         ["ovs-vsctl", "--db=" + ovsdb, "--timeout=5", "--format=json",
          "--", "--columns=name,ports", "find", "Bridge", "name=" + bridge,
-         "--", "--columns=_uuid,interfaces", "list", "Port",
+         "--", "--columns=_uuid,name,interfaces,tag", "list", "Port",
          "--", "--columns=_uuid,name,ofport,external_ids", "list",
          "Interface"],
         check=True, capture_output=True, text=True).stdout
@@ -137,12 +140,15 @@ def bridge_devices(ovsdb, bridge):
         return row[table["headings"].index(name)]
 
     if not bridges["data"]:
-        return {}
+        return {}, []
     port_ids = set(uuids(col(bridges, bridges["data"][0], "ports")))
     iface_ids = set()
+    dead = []
     for row in ports["data"]:
         if col(ports, row, "_uuid")[1] in port_ids:
             iface_ids.update(uuids(col(ports, row, "interfaces")))
+            if col(ports, row, "tag") == DEAD_VLAN:
+                dead.append(col(ports, row, "name"))
     devices = {}
     for row in ifaces["data"]:
         if col(ifaces, row, "_uuid")[1] not in iface_ids:
@@ -153,7 +159,18 @@ def bridge_devices(ovsdb, bridge):
         ext = dict(col(ifaces, row, "external_ids")[1])
         if ext.get("iface-id"):
             devices[ext["iface-id"]] = col(ifaces, row, "name")
-    return devices
+    return devices, dead
+
+
+def wire(ovsdb, names):
+    """Takes ports out of the dead VLAN, where neutron-dhcp-agent (and os-vif)
+    plug them until the L2 agent gives them their network's local VLAN; on
+    this bridge, one segment, that is no VLAN at all."""
+    cmd = ["ovs-vsctl", "--db=" + ovsdb, "--timeout=5"]
+    for name in names:
+        cmd += ["--", "clear", "Port", name, "tag", "trunks"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    log("wired %s (out of VLAN %d)" % (sorted(names), DEAD_VLAN))
 
 
 def binding_hosts(api, port_ids):
@@ -239,7 +256,9 @@ def main():
                     last_report[host] = time.time() - interval + 1
 
         try:
-            devices = bridge_devices(ovsdb, bridge)
+            devices, dead = bridge_devices(ovsdb, bridge)
+            if dead:
+                wire(ovsdb, dead)
         except Exception as e:
             log("ovs-vsctl failed: %r" % e)
             time.sleep(1)

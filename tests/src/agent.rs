@@ -24,6 +24,9 @@ use crate::{cloud::xdhcp_bin, neutron::Neutron};
 /// How long dhclient may take for an answer the test expects.
 pub const ANSWERED: Duration = Duration::from_secs(20);
 
+/// The seed's dnsmasq_config_file: the MTU for GRE networks.
+pub const SEED_DNSMASQ_CONF: &str = "# as the seed has it, for GRE\ndhcp-option-force=26,1400\n";
+
 /// One `xdhcp agent` process with its config files, bpffs and database.
 pub struct Agent {
     pub n: &'static Neutron,
@@ -37,6 +40,8 @@ pub struct Agent {
     pub bridge: String,
     /// `[xdhcp] metrics_address` is 127.0.0.1 on this port.
     pub metrics_port: u16,
+    /// The `dnsmasq_config_file`'s text (the seed's: MTU 1400 for GRE).
+    pub dnsmasq_conf: String,
     /// Networks it served: their qdhcp namespaces and OVS ports are removed on drop
     /// (a stopped agent leaves them, as neutron-dhcp-agent does, to serve at once on restart).
     pub networks: Vec<String>,
@@ -66,6 +71,7 @@ impl Agent {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .unwrap(),
+            dnsmasq_conf: SEED_DNSMASQ_CONF.to_string(),
             networks: Vec::new(),
             files: vec![dir.join("neutron.conf"), dir.join("dhcp_agent.ini")],
             dir,
@@ -79,11 +85,7 @@ impl Agent {
 
     fn write_config(&self) {
         let dnsmasq = self.dir.join("dnsmasq-neutron.conf");
-        std::fs::write(
-            &dnsmasq,
-            "# as the seed has it, for GRE\ndhcp-option-force=26,1400\n",
-        )
-        .unwrap();
+        std::fs::write(&dnsmasq, &self.dnsmasq_conf).unwrap();
         std::fs::write(
             &self.files[0],
             format!(
@@ -316,6 +318,13 @@ impl Agent {
 
     /// The IP of this agent's DHCP port on `network_id`, once it has one.
     pub fn dhcp_port_ip(&self, network_id: &str) -> Option<String> {
+        self.dhcp_port(network_id)?["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .map(String::from)
+    }
+
+    /// This agent's DHCP port on `network_id`, once it has one.
+    pub fn dhcp_port(&self, network_id: &str) -> Option<Value> {
         let device_id = xdhcp::agent::dhcp_device_id(&self.host, network_id);
         let ports = self
             .n
@@ -323,9 +332,7 @@ impl Agent {
                 "/v2.0/ports?network_id={network_id}&device_id={device_id}"
             ))
             .ok()?;
-        ports["ports"][0]["fixed_ips"][0]["ip_address"]
-            .as_str()
-            .map(String::from)
+        Some(ports["ports"].get(0)?.clone())
     }
 }
 

@@ -414,3 +414,5 @@ pub mod dnsmasq;
 pub mod fixtures;
 pub mod loadgen;
 pub mod neutron;
+pub mod parity;
+pub mod real_agent;

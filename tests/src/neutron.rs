@@ -91,6 +91,9 @@ pub const DHCP_AGENT_TYPE: &str = "DHCP agent";
 /// neutron-server's `agent_down_time` (its default): an agent is dead this
 /// long after its last report_state.
 pub const AGENT_DOWN_TIME: Duration = Duration::from_secs(75);
+/// neutron-server's `dns_domain` (with the `dns` extension driver): a port's
+/// `dns_name` then becomes its hostname in `dns_assignment`.
+pub const DNS_DOMAIN: &str = "cloud.example.";
 /// The stand-in L2 agent's `report_interval`.
 pub const L2_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -378,6 +381,27 @@ impl Neutron {
         self.wait_agent_alive(host, OVS_AGENT_TYPE, Duration::from_secs(60))
             .with_context(|| tail(&log, 20))?;
         Ok(())
+    }
+
+    /// Starts a long-running process as this control plane's services are
+    /// started (own process group, PDEATHSIG, the watchdog, stdout and stderr
+    /// appended to `log`), under `name` for [`Neutron::stop_service`].
+    pub fn start_service(&self, name: &str, mut cmd: Command, log: &Path) -> Result<u32> {
+        scrub_python_env(&mut cmd);
+        start_proc(name, cmd, log)?;
+        let procs = lock(&PROCS);
+        let p = procs.iter().rev().find(|p| p.name == name);
+        p.map(|p| p.child.id()).context("the service just started")
+    }
+
+    /// Signals service `name`'s process group, SIGKILLs it after `grace`.
+    pub fn stop_service(&self, name: &str, signal: i32, grace: Duration) {
+        proc_stop(name, signal, grace);
+    }
+
+    /// Whether service `name` is still running.
+    pub fn service_running(&self, name: &str) -> bool {
+        proc_running(name)
     }
 
     // ---- REST ----
@@ -700,13 +724,14 @@ fn write_neutron_config(
 debug = {debug}
 auth_strategy = noauth
 core_plugin = ml2
-service_plugins =
+service_plugins = router
 bind_host = 127.0.0.1
 bind_port = {api_port}
 state_path = {state}
 api_paste_config = /etc/neutron/api-paste.ini
 transport_url = {transport_url}
 dhcp_agents_per_network = 2
+dns_domain = {DNS_DOMAIN}
 agent_down_time = {down}
 notify_nova_on_port_status_changes = False
 notify_nova_on_port_data_changes = False
@@ -730,7 +755,7 @@ quota_port = -1
 type_drivers = flat,vlan,vxlan
 tenant_network_types = vxlan
 mechanism_drivers = openvswitch
-extension_drivers = port_security
+extension_drivers = port_security,dns
 [ml2_type_flat]
 flat_networks = *
 [ml2_type_vlan]
