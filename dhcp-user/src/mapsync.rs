@@ -400,6 +400,7 @@ mod tests {
             dhcp_port_id: format!("dhcp-{network_id}"),
             server_mac: [0xfa, 0x16, 0x3e, 0, 0, 1],
             server_addrs: Vec::new(),
+            metadata_addr: false,
             mtu: None,
             leases: ports
                 .iter()

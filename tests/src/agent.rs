@@ -47,6 +47,8 @@ pub struct Agent {
     pub networks: Vec<String>,
     pub dir: PathBuf,
     pub files: Vec<PathBuf>,
+    /// The files are an operator's (e.g. neutron-dhcp-agent's): never written.
+    given_files: bool,
     child: Option<Child>,
 }
 
@@ -74,9 +76,19 @@ impl Agent {
             dnsmasq_conf: SEED_DNSMASQ_CONF.to_string(),
             networks: Vec::new(),
             files: vec![dir.join("neutron.conf"), dir.join("dhcp_agent.ini")],
+            given_files: false,
             dir,
             child: None,
         }
+    }
+
+    /// An agent run on `files` as they are (neutron-dhcp-agent's, say), for
+    /// `host` as those files name it; its log goes to its own directory.
+    pub fn with_files(n: &'static Neutron, host: &str, files: Vec<PathBuf>) -> Self {
+        let mut agent = Self::new(n, host, "");
+        agent.files = files;
+        agent.given_files = true;
+        agent
     }
 
     fn bpffs(&self) -> PathBuf {
@@ -135,7 +147,9 @@ impl Agent {
 
     /// Starts `xdhcp agent` without waiting for anything.
     pub fn spawn(&mut self) {
-        self.write_config();
+        if !self.given_files {
+            self.write_config();
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -257,10 +271,17 @@ impl Agent {
         )
     }
 
-    /// The fast path's ACK count (`xdhcp stats --json`).
+    /// The fast path's ACK count (`xdhcp stats --json`); 0 while there is
+    /// none to read yet (an agent starting creates its database).
     pub fn fast_acks(&self) -> u64 {
-        self.xdhcp(&["stats", "--json"])["fast_acks"]
-            .as_u64()
+        let out = Command::new(xdhcp_bin())
+            .args(self.args())
+            .args(["stats", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["fast_acks"].as_u64())
             .unwrap_or(0)
     }
 

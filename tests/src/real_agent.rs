@@ -37,18 +37,53 @@ pub struct RealAgent {
     pub dir: PathBuf,
     pub files: Vec<PathBuf>,
     service: String,
+    /// It runs in a mount namespace of its own (see [`RealAgentConfig`]).
+    private_netns: bool,
     /// The kernel device named as the bridge, when this agent made it.
     bridge_dev: bool,
     /// `/proc/<pid>/ns/mnt` of the agent: every process in it is the agent's.
     mnt_ns: Option<String>,
 }
 
+/// How [`RealAgent::new`] sets the agent up.
+pub struct RealAgentConfig<'a> {
+    /// `dnsmasq_config_file`'s text.
+    pub dnsmasq_conf: &'a str,
+    /// Its own mount namespace, so its qdhcp namespaces are not xdhcp's (for
+    /// a network both agents host); false: the host's, as on a real node
+    /// (for a swap, where xdhcp takes over its namespaces).
+    pub private_netns: bool,
+    /// Appended to dhcp_agent.ini (e.g. an `[xdhcp]` section, which
+    /// neutron-dhcp-agent ignores).
+    pub extra_ini: &'a str,
+    /// `dhcp_lease_duration`.
+    pub lease_secs: u32,
+}
+
 impl RealAgent {
-    /// Writes neutron.conf and dhcp_agent.ini for `host` in availability
-    /// zone `az` (`dnsmasq_conf` as its dnsmasq_config_file), starts its L2
-    /// agent stand-in and the agent, and waits until neutron-server lists it
-    /// alive.
+    /// [`RealAgent::new`] with `dnsmasq_conf`, a private mount namespace and
+    /// one-day leases, spawned, alive.
     pub fn start(n: &'static Neutron, host: &str, az: &str, dnsmasq_conf: &str) -> Self {
+        let mut agent = Self::new(
+            n,
+            host,
+            az,
+            &RealAgentConfig {
+                dnsmasq_conf,
+                private_netns: true,
+                extra_ini: "",
+                lease_secs: 86400,
+            },
+        );
+        agent.spawn();
+        agent.wait_alive();
+        agent
+    }
+
+    /// Writes neutron.conf and dhcp_agent.ini for `host` in availability
+    /// zone `az` and starts its L2 agent stand-in; the agent itself is not
+    /// started ([`RealAgent::spawn`]).
+    pub fn new(n: &'static Neutron, host: &str, az: &str, cfg: &RealAgentConfig<'_>) -> Self {
         n.ensure_l2_agent(host);
         let dir = PathBuf::from(format!("/tmp/xdhcp-real-agent-{host}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -56,7 +91,7 @@ impl RealAgent {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         let dnsmasq = dir.join("dnsmasq-neutron.conf");
-        std::fs::write(&dnsmasq, dnsmasq_conf).unwrap();
+        std::fs::write(&dnsmasq, cfg.dnsmasq_conf).unwrap();
         let files = vec![dir.join("neutron.conf"), dir.join("dhcp_agent.ini")];
         std::fs::write(
             &files[0],
@@ -77,10 +112,13 @@ impl RealAgent {
                 "[DEFAULT]\ninterface_driver = openvswitch\n\
                  dhcp_driver = neutron.agent.linux.dhcp.Dnsmasq\n\
                  enable_isolated_metadata = True\ndnsmasq_config_file = {}\n\
-                 ovs_use_veth = True\nresync_interval = 2\ndnsmasq_base_log_dir = {}\n\n[ovs]\nintegration_bridge = {}\n",
+                 ovs_use_veth = True\nresync_interval = 2\ndhcp_lease_duration = {}\n\
+                 dnsmasq_base_log_dir = {}\n\n[ovs]\nintegration_bridge = {}\n\n{}",
                 dnsmasq.display(),
+                cfg.lease_secs,
                 dir.join("dnsmasq-log").display(),
-                n.bridge
+                n.bridge,
+                cfg.extra_ini,
             ),
         )
         .unwrap();
@@ -95,48 +133,108 @@ impl RealAgent {
             ])
             .unwrap();
         }
-        std::fs::create_dir_all("/run/netns").unwrap();
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("mount -t tmpfs xdhcp-real-agent /run/netns && exec \"$@\"")
-            .args(["sh", NEUTRON_DHCP_AGENT]);
-        for f in &files {
-            cmd.arg("--config-file").arg(f);
-        }
-        cmd.arg("--log-file").arg(dir.join("agent.log"));
-        let service = format!("neutron-dhcp-agent-{host}");
-        let pid = n
-            .start_service(&service, cmd, &dir.join("stderr.log"))
-            .unwrap_or_else(|e| panic!("starting neutron-dhcp-agent: {e:#}"));
-        let mut agent = RealAgent {
+        RealAgent {
             n,
             host: host.to_string(),
             dir,
             files,
-            service,
+            service: format!("neutron-dhcp-agent-{host}"),
+            private_netns: cfg.private_netns,
             bridge_dev,
             mnt_ns: None,
+        }
+    }
+
+    /// Starts neutron-dhcp-agent (again), its log appended to `agent.log`.
+    pub fn spawn(&mut self) {
+        let mut cmd = if self.private_netns {
+            std::fs::create_dir_all("/run/netns").unwrap();
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg("mount -t tmpfs xdhcp-real-agent /run/netns && exec \"$@\"")
+                .args(["sh", NEUTRON_DHCP_AGENT]);
+            c
+        } else {
+            Command::new(NEUTRON_DHCP_AGENT)
         };
+        for f in &self.files {
+            cmd.arg("--config-file").arg(f);
+        }
+        cmd.arg("--log-file").arg(self.dir.join("agent.log"));
+        let pid = self
+            .n
+            .start_service(&self.service, cmd, &self.dir.join("stderr.log"))
+            .unwrap_or_else(|e| panic!("starting neutron-dhcp-agent: {e:#}"));
+        if !self.private_netns {
+            return;
+        }
         // The namespace once unshare has made it (the pid stays, exec after exec).
         let own = mnt_ns_of("self");
         let t = std::time::Instant::now();
         while t.elapsed() < Duration::from_secs(10) {
             match mnt_ns_of(&pid.to_string()) {
                 Some(ns) if Some(&ns) != own.as_ref() => {
-                    agent.mnt_ns = Some(ns);
-                    break;
+                    self.mnt_ns = Some(ns);
+                    return;
                 }
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        assert!(
-            agent.mnt_ns.is_some(),
+        panic!(
             "neutron-dhcp-agent never got a mount namespace of its own: {}",
-            agent.log()
+            self.log()
         );
-        n.wait_agent_alive(host, DHCP_AGENT_TYPE, Duration::from_secs(90))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log()));
-        agent
+    }
+
+    /// Waits until neutron-server lists the agent alive.
+    pub fn wait_alive(&self) {
+        self.n
+            .wait_agent_alive(&self.host, DHCP_AGENT_TYPE, Duration::from_secs(90))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.log()));
+    }
+
+    /// Stops the agent: SIGTERM to its process group (the agent and its
+    /// privsep helpers), SIGKILL after a grace. dnsmasq and haproxy daemonize
+    /// into sessions of their own and keep running, as under a unit with
+    /// `KillMode=process` (Debian's unit, without it, would stop them too).
+    pub fn stop(&mut self) {
+        self.n
+            .stop_service(&self.service, libc::SIGTERM, Duration::from_secs(5));
+    }
+
+    /// The pids of the dnsmasq processes it started (their pid files).
+    pub fn dnsmasq_pids(&self) -> Vec<i32> {
+        let Ok(nets) = std::fs::read_dir(self.dir.join("state/dhcp")) else {
+            return Vec::new();
+        };
+        nets.flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("pid")).ok())
+            .filter_map(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| Path::new(&format!("/proc/{p}/cmdline")).exists())
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("dnsmasq"))
+            })
+            .collect()
+    }
+
+    /// What the dnsmasq processes logged (`dnsmasq_base_log_dir`).
+    pub fn dnsmasq_log(&self) -> String {
+        let mut text = String::new();
+        for net in std::fs::read_dir(self.dir.join("dnsmasq-log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                text.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+            }
+        }
+        text
     }
 
     /// The agent's id in neutron-server.
@@ -186,13 +284,20 @@ impl RealAgent {
             procs.push_str(&format!("  {pid} {cmdline}\n"));
         }
         // Its namespaces, as seen from its mount namespace.
+        let in_ns = self
+            .processes()
+            .into_iter()
+            .find(|p| self.mnt_ns.is_some() && mnt_ns_of(&p.to_string()) == self.mnt_ns);
         let inside = |cmd: &str| {
-            let Some(pid) = self.processes().first().copied() else {
-                return String::new();
+            let mut c = match in_ns {
+                Some(pid) => {
+                    let mut c = Command::new("nsenter");
+                    c.arg(format!("--mount=/proc/{pid}/ns/mnt")).arg("sh");
+                    c
+                }
+                None => Command::new("sh"),
             };
-            Command::new("nsenter")
-                .arg(format!("--mount=/proc/{pid}/ns/mnt"))
-                .args(["sh", "-c", cmd])
+            c.args(["-c", cmd])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
@@ -202,10 +307,11 @@ impl RealAgent {
              ps -eo pid,args | grep -E 'dnsmasq|haproxy' | grep -v grep",
         );
         let ovs = self.n.ovs_vsctl(&["show"]).unwrap_or_default();
-        let dnsmasq_log = inside(&format!(
-            "cat {}/dnsmasq-log/*/* 2>/dev/null | tail -30",
-            self.dir.display()
-        ));
+        let dnsmasq_log = {
+            let text = self.dnsmasq_log();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
         format!(
             "neutron-dhcp-agent log:\n{}\nstderr:\n{}\nprocesses:\n{procs}namespaces:\n{namespaces}\novs:\n{ovs}\ndnsmasq log:\n{dnsmasq_log}",
             tail("agent.log"),
@@ -258,8 +364,19 @@ impl Drop for RealAgent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Its namespaces are gone with the mount namespace, and with them
-        // the veth pairs: delete the bridge's ports that lost their device.
+        // In a mount namespace of its own, its namespaces went with it, and
+        // with them the veth pairs; in the host's, they stay: delete them.
+        // Then the bridge's ports that lost their device.
+        if !self.private_netns {
+            for net in std::fs::read_dir(self.dir.join("state/dhcp"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let ns = format!("qdhcp-{}", net.file_name().to_string_lossy());
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            }
+        }
         if let Ok(ports) = self.n.ovs_vsctl(&["list-ports", &self.n.bridge]) {
             for port in ports.lines().filter(|p| p.starts_with("tap")) {
                 if !Path::new(&format!("/sys/class/net/{port}")).exists() {

@@ -258,10 +258,7 @@ fn diff(
     report: &mut String,
 ) -> Vec<Diff> {
     let r = as_if_from(r, r_ip, x_ip);
-    let shown: Vec<String> = options(x)
-        .values()
-        .map(|o| format!("{o:?}"))
-        .collect();
+    let shown: Vec<String> = options(x).values().map(|o| format!("{o:?}")).collect();
     writeln!(report, "  {msg} from xdhcp: {}", shown.join(", ")).unwrap();
     writeln!(
         report,

@@ -242,11 +242,15 @@ impl Devices {
     }
 
     async fn plumb(&mut self, plan: &PlannedNet) -> Result<()> {
+        let mut addresses = plan.server_addrs.clone();
+        if plan.metadata_addr {
+            addresses.extend(ipnet::Ipv4Net::new(crate::plan::METADATA_IP, 32));
+        }
         let spec = plumb::PlumbSpec {
             network_id: plan.network_id.clone(),
             port_id: plan.dhcp_port_id.clone(),
             mac: plan.server_mac,
-            addresses: plan.server_addrs.clone(),
+            addresses,
             mtu: plan.mtu,
             bridge: self.bridge.clone(),
             ovs: self.ovs.clone(),

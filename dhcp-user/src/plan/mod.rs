@@ -99,6 +99,11 @@ pub struct PlannedNet {
     pub server_mac: [u8; 6],
     /// The DHCP port's IPv4 addresses with their subnets' prefixes.
     pub server_addrs: Vec<Ipv4Net>,
+    /// The DHCP port also holds 169.254.169.254/32, as neutron-dhcp-agent
+    /// gives it when a metadata proxy belongs in the namespace (isolated
+    /// metadata on an isolated subnet, or force_metadata), so that one there
+    /// (the haproxy neutron-dhcp-agent left behind, or the operator's) answers.
+    pub metadata_addr: bool,
     pub mtu: Option<u32>,
     pub leases: Vec<PlannedLease>,
 }
@@ -223,6 +228,9 @@ impl Model {
             dhcp_port_id: dhcp.id.clone(),
             server_mac,
             server_addrs,
+            metadata_addr: cfg.force_metadata
+                || (cfg.enable_isolated_metadata
+                    && subnets.iter().any(|(s, _)| !routed.contains(s.id.as_str()))),
             mtu: network.mtu.filter(|&m| m > 0),
             leases,
         })
@@ -448,6 +456,30 @@ mod tests {
         tracing::subscriber::with_default(subscriber, f);
         let bytes = capture.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn the_dhcp_port_holds_the_metadata_address_where_neutron_gives_it() {
+        let isolated = AgentConfig {
+            enable_isolated_metadata: true,
+            ..AgentConfig::default()
+        };
+        let forced = AgentConfig {
+            force_metadata: true,
+            ..AgentConfig::default()
+        };
+        let def = AgentConfig::default();
+        let has = |m: &Model, cfg: &AgentConfig| m.plan(NETWORK_ID, cfg).unwrap().metadata_addr;
+        assert!(
+            has(&model(|_| {}), &isolated),
+            "isolated subnet, isolated metadata"
+        );
+        assert!(!has(&model(|_| {}), &def), "metadata off");
+        assert!(
+            !has(&model(router_port), &isolated),
+            "the only subnet is routed"
+        );
+        assert!(has(&model(router_port), &forced), "force_metadata");
     }
 
     #[test]
