@@ -27,10 +27,16 @@ pub struct Outcome {
     pub per_sec: u64,
 }
 
-/// Builds the targets, writes the seeds, runs every target for `budget`;
-/// fails naming the target and the input libFuzzer saved on a crash, hang,
-/// leak or panic.
-pub fn run(ws: &Path, budget: Budget) -> Result<Vec<Outcome>> {
+/// Builds the targets, writes the seeds, runs every target (or those of
+/// `only`) for `budget`; fails naming the target and the input libFuzzer
+/// saved on a crash, hang, leak or panic.
+pub fn run(ws: &Path, budget: Budget, only: &[String]) -> Result<Vec<Outcome>> {
+    if let Some(bad) = only.iter().find(|t| !TARGETS.contains(&t.as_str())) {
+        bail!(
+            "no fuzz target {bad:?}: the targets are {}",
+            TARGETS.join(", ")
+        );
+    }
     setup::ensure_cargo_fuzz()?;
     let dir = ws.join("tests/fuzz");
     let status = Command::new("cargo")
@@ -60,7 +66,10 @@ pub fn run(ws: &Path, budget: Budget) -> Result<Vec<Outcome>> {
     crate::run(&mut build).context("building the fuzz targets")?;
 
     let mut outcomes = Vec::new();
-    for target in TARGETS {
+    for target in TARGETS
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|o| o == t))
+    {
         let corpus = dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("creating {}", corpus.display()))?;

@@ -62,6 +62,9 @@ enum Cmd {
         /// Executions per target.
         #[arg(long)]
         runs: Option<u64>,
+        /// Only this target (repeatable) [default: every one].
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// Run every test: formatting, lints, unit, kernel and integration tests (needs root).
     Test {
@@ -95,13 +98,17 @@ fn main() -> Result<()> {
                 "demo",
             ])
         }
-        Cmd::Fuzz { seconds, runs } => {
+        Cmd::Fuzz {
+            seconds,
+            runs,
+            targets,
+        } => {
             build_ebpf()?;
             let budget = match (seconds, runs) {
                 (_, Some(n)) => fuzz::Budget::Runs(n),
                 (s, None) => fuzz::Budget::Seconds(s.unwrap_or(60)),
             };
-            fuzz::run(&workspace(), budget).map(|_| ())
+            fuzz::run(&workspace(), budget, &targets).map(|_| ())
         }
         Cmd::Test { args } => test(&args),
         Cmd::TestKernel => {
@@ -145,7 +152,7 @@ fn bench() -> Result<()> {
     let out_dir = ws.join("target/bench");
     std::fs::create_dir_all(&out_dir).context("creating target/bench")?;
     let mut outputs = Vec::new();
-    for bin in ["bench", "bench_daemon"] {
+    for bin in ["bench", "bench_daemon", "bench_agents"] {
         let text = run_echoed(&mut Command::new(ws.join("target/release").join(bin)))?;
         let file = out_dir.join(format!("{bin}.txt"));
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
@@ -154,6 +161,7 @@ fn bench() -> Result<()> {
     run(Command::new(ws.join("target/release/bench_perf"))
         .env("BENCH_FASTPATH_OUT", &outputs[0])
         .env("BENCH_DAEMON_OUT", &outputs[1])
+        .env("BENCH_AGENTS_OUT", &outputs[2])
         .env("BENCH_DOCS", ws.join("docs")))
 }
 
@@ -319,7 +327,7 @@ fn test(extra: &[String]) -> Result<()> {
         }
         // A short, bounded run of every fuzz target (the seeds, the saved
         // regressions, then new inputs); `cargo xtask fuzz` runs longer.
-        match fuzz::run(&workspace(), fuzz::Budget::Runs(FUZZ_RUNS_IN_TEST)) {
+        match fuzz::run(&workspace(), fuzz::Budget::Runs(FUZZ_RUNS_IN_TEST), &[]) {
             Ok(outcomes) => totals.passed += outcomes.len() as u64,
             Err(e) => {
                 eprintln!("fuzz: {e:#}");

@@ -79,11 +79,20 @@ impl AgentConfig {
             match value {
                 Value::Table(t) if key.eq_ignore_ascii_case(DEFAULT_SECTION) => {
                     for (k, v) in t {
-                        cfg.apply(k, v, &format!("{key}."), &mut seen, &mut ignored)?;
+                        cfg.apply(
+                            k,
+                            v,
+                            &format!("{}.", key_name(key)),
+                            &mut seen,
+                            &mut ignored,
+                        )?;
                     }
                 }
                 Value::Table(t) => {
-                    ignored.extend(t.keys().map(|k| format!("{key}.{k}")));
+                    ignored.extend(
+                        t.keys()
+                            .map(|k| format!("{}.{}", key_name(key), key_name(k))),
+                    );
                 }
                 _ => cfg.apply(key, value, "", &mut seen, &mut ignored)?,
             }
@@ -115,7 +124,7 @@ impl AgentConfig {
             "relay_addresses",
         ];
         if !known.contains(&key) {
-            ignored.push(format!("{prefix}{key}"));
+            ignored.push(format!("{prefix}{}", key_name(key)));
             return Ok(());
         }
         if seen.iter().any(|k| k == key) {
@@ -253,6 +262,20 @@ fn ipv4_list(v: &Value) -> Result<Vec<Ipv4Addr>> {
         .collect()
 }
 
+/// A TOML key as a message names it: bare when TOML allows it bare, quoted
+/// otherwise (so the empty key `''` is named `""`, not as nothing).
+fn key_name(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +337,9 @@ mod tests {
             }),
             ("a quoted lease duration as in the ini", "[DEFAULT]\ndhcp_lease_duration = \"120\"", |c, _| {
                 assert_eq!(c.dhcp_lease_duration, 120);
+            }),
+            ("an empty or odd key is named quoted (found by fuzzing)", "'' = -0\n\"a b\" = 1\n[\" odd\"]\nx = 1", |_, i| {
+                assert_eq!(i, ["\"\"", "\" odd\".x", "\"a b\""]);
             }),
             ("other agent options are reported as ignored", "interface_driver = \"openvswitch\"\n[DEFAULT]\ndhcp_driver = \"x\"\n[AGENT]\nreport_interval = 30", |c, i| {
                 assert_eq!(*c, AgentConfig::default());
