@@ -145,6 +145,11 @@ impl Agent {
             .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", self.log()))
     }
 
+    /// The agent's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts `xdhcp agent` without waiting for anything.
     pub fn spawn(&mut self) {
         if !self.given_files {

@@ -322,7 +322,7 @@ impl RealAgent {
     /// The agent's processes: those of its mount namespace (the agent, its
     /// privsep helpers) and those naming its directory (each dnsmasq and
     /// haproxy, which `ip netns exec` gives mount namespaces of their own).
-    fn processes(&self) -> Vec<i32> {
+    pub fn processes(&self) -> Vec<i32> {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };

@@ -65,6 +65,8 @@ pub struct Inputs {
     pub daemon_out: String,
     /// The `bench` output of the same run (`BENCH_FASTPATH_OUT`).
     pub fastpath_out: String,
+    /// The `bench_agents` output of the same run (`BENCH_AGENTS_OUT`).
+    pub agents_out: String,
 }
 
 impl Inputs {
@@ -95,6 +97,7 @@ impl Inputs {
             baseline,
             daemon_out: read("BENCH_DAEMON_OUT"),
             fastpath_out: read("BENCH_FASTPATH_OUT"),
+            agents_out: read("BENCH_AGENTS_OUT"),
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
         baseline,
         daemon_out,
         fastpath_out,
+        agents_out,
     } = inputs;
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -365,6 +369,11 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
         "\n## xdhcp daemon: start-up and change-to-answer (`bench_daemon`)\n"
     )?;
     writeln!(md, "```\n{daemon_out}```\n")?;
+    writeln!(
+        md,
+        "## Agents side by side: xdhcp agent and neutron-dhcp-agent (`bench_agents`)\n"
+    )?;
+    writeln!(md, "```\n{agents_out}```\n")?;
     writeln!(
         md,
         "## Fast path: ns per reply (`bench`, BPF_PROG_TEST_RUN)\n"
@@ -772,6 +781,7 @@ mod tests {
             baseline: 12.0,
             daemon_out: DAEMON_OUT.into(),
             fastpath_out: FASTPATH_OUT.into(),
+            agents_out: "AGENTS OUT\n".into(),
         }
     }
 
@@ -817,6 +827,7 @@ mod tests {
                 "## Memory",
                 "## Start-up",
                 "## xdhcp daemon: start-up and change-to-answer (`bench_daemon`)",
+                "## Agents side by side: xdhcp agent and neutron-dhcp-agent (`bench_agents`)",
                 "## Fast path: ns per reply (`bench`, BPF_PROG_TEST_RUN)",
                 "## Commands",
             ]
