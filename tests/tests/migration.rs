@@ -118,9 +118,17 @@ fn swap_neutron_dhcp_agent_for_xdhcp_and_back_while_a_vm_renews() {
     let vm = Vm::plug(n, &p.port);
     let ip: Ipv4Addr = p.ip.parse().unwrap();
     let mac: xdhcp::neutron::model::MacAddr = p.mac.parse().unwrap();
-    let dhcp_port = real
-        .dhcp_port(&net)
-        .expect("neutron-dhcp-agent's DHCP port");
+    // The agent makes its DHCP port once the network is scheduled to it.
+    let t = Instant::now();
+    let dhcp_port = loop {
+        match real.dhcp_port(&net) {
+            Some(p) if p["fixed_ips"][0]["ip_address"].is_string() => break p,
+            _ if t.elapsed() > SERVING => {
+                panic!("neutron-dhcp-agent made no DHCP port\n{}", logs(&real, &x))
+            }
+            _ => thread::sleep(Duration::from_millis(200)),
+        }
+    };
     let server_ip: Ipv4Addr = dhcp_port["fixed_ips"][0]["ip_address"]
         .as_str()
         .unwrap()
