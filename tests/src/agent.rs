@@ -351,14 +351,7 @@ impl Agent {
 
     /// This agent's DHCP port on `network_id`, once it has one.
     pub fn dhcp_port(&self, network_id: &str) -> Option<Value> {
-        let device_id = xdhcp::agent::dhcp_device_id(&self.host, network_id);
-        let ports = self
-            .n
-            .get(&format!(
-                "/v2.0/ports?network_id={network_id}&device_id={device_id}"
-            ))
-            .ok()?;
-        Some(ports["ports"].get(0)?.clone())
+        self.n.dhcp_port_of(&self.host, network_id)
     }
 }
 

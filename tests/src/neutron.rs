@@ -577,6 +577,18 @@ impl Neutron {
         })
     }
 
+    /// The DHCP port the DHCP agent of `host` has on `network_id`, once it
+    /// has one (its device_id is `dhcp<uuid5(host)>-<network>`).
+    pub fn dhcp_port_of(&self, host: &str, network_id: &str) -> Option<Value> {
+        let device_id = xdhcp::agent::dhcp_device_id(host, network_id);
+        let ports = self
+            .get(&format!(
+                "/v2.0/ports?network_id={network_id}&device_id={device_id}"
+            ))
+            .ok()?;
+        Some(ports["ports"].get(0)?.clone())
+    }
+
     /// GET /v2.0/networks/ID/dhcp-agents: the array of agents hosting it.
     pub fn dhcp_agents_of(&self, network_id: &str) -> Result<Value> {
         Ok(self.get(&format!("/v2.0/networks/{network_id}/dhcp-agents"))?["agents"].clone())

@@ -543,6 +543,8 @@ mod tests {
     }
 
     const METADATA_ROUTE: [u8; 9] = [32, 169, 254, 169, 254, 10, 0, 0, 2];
+    /// 121 on a routed subnet: the metadata route via the router, then the default route.
+    const METADATA_VIA_ROUTER: &[u8] = &[32, 169, 254, 169, 254, 10, 0, 0, 1, 0, 10, 0, 0, 1];
 
     #[test]
     fn plans_follow_neutron_semantics() {
@@ -632,16 +634,7 @@ mod tests {
                 "a routed subnet: the metadata route goes via its gateway",
                 model(router_port),
                 &def,
-                |l| {
-                    option(&l.unwrap(), 121)
-                        == Some(
-                            [
-                                &[32, 169, 254, 169, 254, 10, 0, 0, 1][..],
-                                &[0, 10, 0, 0, 1],
-                            ]
-                            .concat(),
-                        )
-                },
+                |l| option(&l.unwrap(), 121).as_deref() == Some(METADATA_VIA_ROUTER),
             ),
             (
                 "a 0.0.0.0/0 host route is the router of a subnet without gateway_ip",
@@ -681,16 +674,7 @@ mod tests {
                 "isolated metadata: a routed subnet's metadata route is via its router",
                 model(router_port),
                 &isolated,
-                |l| {
-                    option(&l.unwrap(), 121)
-                        == Some(
-                            [
-                                &[32, 169, 254, 169, 254, 10, 0, 0, 1][..],
-                                &[0, 10, 0, 0, 1],
-                            ]
-                            .concat(),
-                        )
-                },
+                |l| option(&l.unwrap(), 121).as_deref() == Some(METADATA_VIA_ROUTER),
             ),
             (
                 "force_metadata: the route even with a router",
