@@ -50,6 +50,10 @@ CYCLE = 0.3
 # neutron_lib.constants.DEAD_VLAN_TAG: where new ports wait to be wired.
 DEAD_VLAN = 4095
 RPC_TIMEOUT = 10
+# Devices handled per cycle: one get_devices_details_list call for thousands
+# of new devices outlasts RPC_TIMEOUT and would be retried for ever (the real
+# agent also works through them in rounds).
+BATCH = 200
 
 
 class Rpc:
@@ -279,7 +283,8 @@ def main():
 
         if pending and hosts:
             started = time.time()
-            work, pending = pending, set()
+            work = set(sorted(pending)[:BATCH])
+            pending -= work
             try:
                 bound = binding_hosts(api, work)
             except Exception as e:

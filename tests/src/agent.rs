@@ -355,8 +355,11 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
+impl Agent {
+    /// The node as a reboot leaves it: the agent stopped, the pinned fast
+    /// path gone (`xdhcp down`), no qdhcp namespaces or taps for
+    /// [`Agent::networks`]; its database and files kept.
+    pub fn wipe_node(&mut self) {
         self.stop(false);
         let _ = Command::new(xdhcp_bin())
             .args(self.args())
@@ -371,14 +374,17 @@ impl Drop for Agent {
             .enable_all()
             .build()
             .unwrap();
+        // Every DHCP port of this host at once (a GET per network takes
+        // minutes with a thousand networks).
+        let ports = self
+            .n
+            .get(&format!(
+                "/v2.0/ports?device_owner=network:dhcp&binding:host_id={}&fields=id&fields=network_id&fields=device_id",
+                self.host
+            ))
+            .unwrap_or_default();
         for net in &self.networks {
             let device_id = xdhcp::agent::dhcp_device_id(&self.host, net);
-            let ports = self
-                .n
-                .get(&format!(
-                    "/v2.0/ports?network_id={net}&device_owner=network:dhcp"
-                ))
-                .unwrap_or_default();
             for p in ports["ports"].as_array().into_iter().flatten() {
                 if p["device_id"] != json!(device_id) {
                     continue;
@@ -398,6 +404,12 @@ impl Drop for Agent {
                 .args(["netns", "del", &xdhcp::netns::names::namespace_name(net)])
                 .output();
         }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.wipe_node();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -413,6 +413,8 @@ pub mod craft;
 pub mod dnsmasq;
 pub mod fixtures;
 pub mod loadgen;
+pub mod measure;
 pub mod neutron;
 pub mod parity;
+pub mod prober;
 pub mod real_agent;

@@ -89,7 +89,10 @@ pub const OVS_AGENT_TYPE: &str = "Open vSwitch agent";
 /// `agent_type` of neutron-dhcp-agent (and of `xdhcp agent`).
 pub const DHCP_AGENT_TYPE: &str = "DHCP agent";
 /// neutron-server's `agent_down_time` (its default): an agent is dead this
-/// long after its last report_state.
+/// long after its last report_state. A dead agent keeps its networks
+/// (`allow_automatic_dhcp_failover = False`, as in HA set-ups where a second
+/// agent already serves each network): the agent benchmark binds networks to
+/// a stopped agent, then starts it.
 pub const AGENT_DOWN_TIME: Duration = Duration::from_secs(75);
 /// neutron-server's `dns_domain` (with the `dns` extension driver): a port's
 /// `dns_name` then becomes its hostname in `dns_assignment`.
@@ -589,6 +592,32 @@ impl Neutron {
         Some(ports["ports"].get(0)?.clone())
     }
 
+    /// Every DHCP port bound to `host` (one GET, however many networks).
+    pub fn dhcp_ports_of_host(&self, host: &str) -> Result<Vec<Value>> {
+        let r = self.get(&format!(
+            "/v2.0/ports?device_owner=network:dhcp&binding:host_id={host}\
+             &fields=id&fields=network_id&fields=device_id&fields=mac_address&fields=fixed_ips"
+        ))?;
+        Ok(r["ports"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The ports the L2 stand-in has reported up so far (its log's
+    /// `up [...]` lines).
+    pub fn l2_devices_up(&self) -> HashSet<String> {
+        let text = fs::read_to_string(self.dir.join("l2-agent.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                l.split_once(": up [")?
+                    .1
+                    .split_once("] down")
+                    .map(|(ids, _)| ids)
+            })
+            .flat_map(|ids| ids.split(", "))
+            .map(|id| id.trim_matches('\'').to_string())
+            .filter(|id| !id.is_empty())
+            .collect()
+    }
+
     /// GET /v2.0/networks/ID/dhcp-agents: the array of agents hosting it.
     pub fn dhcp_agents_of(&self, network_id: &str) -> Result<Value> {
         Ok(self.get(&format!("/v2.0/networks/{network_id}/dhcp-agents"))?["agents"].clone())
@@ -745,6 +774,7 @@ transport_url = {transport_url}
 dhcp_agents_per_network = 2
 dns_domain = {DNS_DOMAIN}
 agent_down_time = {down}
+allow_automatic_dhcp_failover = False
 notify_nova_on_port_status_changes = False
 notify_nova_on_port_data_changes = False
 api_workers = 1

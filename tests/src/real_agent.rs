@@ -341,10 +341,20 @@ fn mnt_ns_of(pid: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-impl Drop for RealAgent {
-    fn drop(&mut self) {
+impl RealAgent {
+    /// SIGKILL to the agent's process group (the agent and its privsep
+    /// helpers): a crash. Its dnsmasq and haproxy processes keep running.
+    pub fn kill9(&mut self) {
         self.n
-            .stop_service(&self.service, libc::SIGTERM, Duration::from_secs(5));
+            .stop_service(&self.service, libc::SIGKILL, Duration::from_secs(5));
+    }
+
+    /// The node as a reboot leaves it: the agent stopped, every dnsmasq and
+    /// haproxy of it killed, its namespaces (and so veth pairs) and the
+    /// bridge's ports left without a device gone; its state directory
+    /// (hosts, opts and leases files) kept.
+    pub fn wipe_node(&mut self) {
+        self.stop();
         // dnsmasq and haproxy daemonize out of the agent's process group.
         for _ in 0..50 {
             let left = self.processes();
@@ -371,14 +381,29 @@ impl Drop for RealAgent {
             }
         }
         if let Ok(ports) = self.n.ovs_vsctl(&["list-ports", &self.n.bridge]) {
-            for port in ports.lines().filter(|p| p.starts_with("tap")) {
-                if !Path::new(&format!("/sys/class/net/{port}")).exists() {
-                    let _ = self
-                        .n
-                        .ovs_vsctl(&["--if-exists", "del-port", &self.n.bridge, port]);
+            let stale: Vec<&str> = ports
+                .lines()
+                .filter(|p| p.starts_with("tap"))
+                .filter(|p| !Path::new(&format!("/sys/class/net/{p}")).exists())
+                .collect();
+            // One transaction for all (one each takes minutes with thousands).
+            for chunk in stale.chunks(200) {
+                let mut args = Vec::new();
+                for p in chunk {
+                    if !args.is_empty() {
+                        args.push("--");
+                    }
+                    args.extend(["--if-exists", "del-port", self.n.bridge.as_str(), p]);
                 }
+                let _ = self.n.ovs_vsctl(&args);
             }
         }
+    }
+}
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        self.wipe_node();
         if self.bridge_dev {
             let _ = xdhcp::netns::ip(&["link", "del", &self.n.bridge]);
         }

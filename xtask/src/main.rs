@@ -153,7 +153,11 @@ fn bench() -> Result<()> {
     std::fs::create_dir_all(&out_dir).context("creating target/bench")?;
     let mut outputs = Vec::new();
     for bin in ["bench", "bench_daemon", "bench_agents"] {
-        let text = run_echoed(&mut Command::new(ws.join("target/release").join(bin)))?;
+        let text = run_echoed(
+            Command::new(ws.join("target/release").join(bin))
+                .env("BENCH_AGENTS_PLOT", ws.join("docs/benchmarks-agents.png"))
+                .env("BENCH_AGENTS_LOGS", &out_dir),
+        )?;
         let file = out_dir.join(format!("{bin}.txt"));
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         outputs.push(file);

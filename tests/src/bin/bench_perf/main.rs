@@ -42,6 +42,7 @@ use xdhcp_tests::{
     cloud::{namespace_on_bridge, Cloud, Net},
     dnsmasq::{neutron_conf, Agent, ConfDir, DnsmasqGuard, DNSMASQ},
     loadgen::{Load, LoadGen},
+    measure::{bpftool, pinned_map_bytes},
     rss_kib,
 };
 
@@ -675,21 +676,6 @@ fn prog_run_stats(id: u64) -> Result<(u64, u64)> {
     ))
 }
 
-fn bpftool(args: &[&str]) -> Result<Value> {
-    let out = Command::new("bpftool")
-        .arg("-j")
-        .args(args)
-        .output()
-        .context("running bpftool")?;
-    ensure!(
-        out.status.success(),
-        "bpftool {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).context("bpftool's JSON")
-}
-
 /// While alive, the kernel times every BPF program run (BPF_ENABLE_STATS);
 /// closing the descriptor turns it off again.
 struct BpfStats {
@@ -740,30 +726,6 @@ fn machine_ticks() -> Result<(u64, u64)> {
     let all = cpu_ticks()?.swap_remove(0);
     let total: u64 = all.iter().sum();
     Ok((total - all[3] - all[4], total))
-}
-
-/// bytes_memlock summed over the distinct maps pinned under `dir`.
-fn pinned_map_bytes(dir: &Path) -> Result<u64> {
-    let mut ids = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = e?.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            // Pins of programs and links are not maps: bpftool refuses them.
-            let Ok(v) = bpftool(&["map", "show", "pinned", &path.display().to_string()]) else {
-                continue;
-            };
-            if let (Some(id), Some(bytes)) = (v["id"].as_u64(), v["bytes_memlock"].as_u64()) {
-                ids.insert(id, bytes);
-            }
-        }
-    }
-    ensure!(!ids.is_empty(), "no pinned maps under {}", dir.display());
-    Ok(ids.values().sum())
 }
 
 fn outcome(

@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use xdhcp_tests::dnsmasq::DNSMASQ;
 
 use super::{
@@ -373,7 +373,30 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
         md,
         "## Agents side by side: xdhcp agent and neutron-dhcp-agent (`bench_agents`)\n"
     )?;
+    writeln!(
+        md,
+        "One neutron-server (Debian's, one API and one RPC worker, MariaDB, RabbitMQ, Open vSwitch on \
+         the dummy datapath, the L2 agent stand-in), first `xdhcp agent`, then Debian's \
+         neutron-dhcp-agent (dnsmasq driver), each on the seed's dhcp_agent.ini (openvswitch, \
+         ovs_use_veth, isolated metadata, dnsmasq_config_file) and in an availability zone of its own. \
+         Port → ACTIVE: ports created by the API and bound to the agent's host, their NICs plugged \
+         as Nova plugs them; ACTIVE needs neutron-server, the L2 stand-in and the DHCP agent \
+         (dhcp_ready_on_ports), so neutron-server's own time is in every figure and the time its \
+         POSTs took is printed beside. Cold start: the networks made while the agent runs (it makes \
+         its DHCP port on each), then the node as a reboot leaves it (agent stopped, no namespaces, \
+         taps, dnsmasq or pinned fast path; its state files kept), the VM ports made and plugged \
+         meanwhile; then the agent started: when each network first answered a DORA (one client a \
+         network, from a namespace on the bridge, unicast to the network's DHCP port) and when every \
+         port was ACTIVE. kill -9: with those networks served and every client sending a REQUEST \
+         each second, SIGKILL to the agent (its dnsmasq processes stay) and an immediate restart; \
+         the longest time any client went unanswered and the time until the agent logged its full \
+         resync. Memory: RSS and PSS of the agent's whole process tree (agent, privsep helpers, \
+         dnsmasq, haproxy), for xdhcp also its BPF maps (bytes_memlock).\n"
+    )?;
     writeln!(md, "```\n{agents_out}```\n")?;
+    if agents_out.contains("benchmarks-agents.png") {
+        writeln!(md, "![Agent cold start](benchmarks-agents.png)\n")?;
+    }
     writeln!(
         md,
         "## Fast path: ns per reply (`bench`, BPF_PROG_TEST_RUN)\n"
@@ -652,7 +675,6 @@ fn best_completed(o: &Outcome) -> Option<&Trial> {
 
 /// DORA/s against ports, both servers, log scales (gnuplot).
 fn plot(results: &[Outcome], png: &Path) -> Result<()> {
-    let data = std::env::temp_dir().join(format!("xdhcp-bench-{}.dat", std::process::id()));
     let rate_of = |server: &'static str| {
         results
             .iter()
@@ -697,13 +719,11 @@ fn plot(results: &[Outcome], png: &Path) -> Result<()> {
         }
         text.push_str("\n\n");
         plots.push(format!(
-            "'{}' index {} with linespoints lw 2 {style} title '{title}'",
-            data.display(),
+            "'$DATA' index {} with linespoints lw 2 {style} title '{title}'",
             plots.len()
         ));
     }
     ensure!(!plots.is_empty(), "nothing to plot");
-    fs::write(&data, text)?;
     let script = format!(
         "set terminal pngcairo size 900,560 font 'sans,11'\n\
          set output '{}'\n\
@@ -715,18 +735,7 @@ fn plot(results: &[Outcome], png: &Path) -> Result<()> {
         png.display(),
         plots.join(", ")
     );
-    let script_path = data.with_extension("gp");
-    fs::write(&script_path, script)?;
-    let out = Command::new("gnuplot")
-        .arg(&script_path)
-        .output()
-        .context("running gnuplot (apt-get install gnuplot-nox)");
-    let _ = fs::remove_file(&data);
-    let _ = fs::remove_file(&script_path);
-    let out = out?;
-    if !out.status.success() {
-        bail!("gnuplot: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    xdhcp_tests::measure::gnuplot(&script, &text)?;
     println!("wrote {}", png.display());
     Ok(())
 }
