@@ -51,9 +51,10 @@ mod xdp {
             ETH_HLEN, ETH_P_IP, ETH_SRC, ETH_TYPE, HLEN_ETHER, HTYPE_ETHER, IPV4_HLEN,
             MAGIC_COOKIE, MIN_BOOTP, UDP_HLEN, VLAN_HLEN,
         },
-        AckRecord, ClientKey, Lease, NetConfig, NetStats, OptsBlob, Scratch, ACKS_MAX,
-        EXPIRES_NEVER, HOSTNAME_MAX, LEASES_MAX, LEASE_INFINITE, NETS_MAX, NET_META_LEN,
-        NET_RELAY_LISTED, NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX, SCRATCH_LEN,
+        write_ip_host_name, AckRecord, ClientKey, HostName, Lease, NetConfig, NetStats, OptsBlob,
+        Scratch, ACKS_MAX, EXPIRES_NEVER, HOSTNAME_MAX, IP_NAME_MAX, LEASES_MAX, LEASE_INFINITE,
+        NAME_FROM_IP, NAME_STORED, NETS_MAX, NET_META_LEN, NET_RELAY_LISTED, NET_RELAY_OK,
+        OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX, SCRATCH_LEN,
     };
 
     /// The network an `xdhcp` entry instance serves (set by the loader).
@@ -64,6 +65,9 @@ mod xdp {
 
     #[btf_map]
     static LEASES: HashMap<ClientKey, Lease, { LEASES_MAX as usize }, NO_PREALLOC> = HashMap::new();
+    #[btf_map]
+    static NAMES: HashMap<ClientKey, HostName, { LEASES_MAX as usize }, NO_PREALLOC> =
+        HashMap::new();
     #[btf_map]
     static OPTS: HashMap<u32, OptsBlob, { OPTS_MAX_ENTRIES as usize }, NO_PREALLOC> =
         HashMap::new();
@@ -311,7 +315,7 @@ mod xdp {
         let key = ClientKey::new(net, mac);
         let lease = unsafe { LEASES.get(key) }.ok_or(stat::PASS_UNKNOWN)?;
         let reply = decide(&req, lease)?;
-        let payload_len = build_payload(ctx, &req, lease, reply)?;
+        let payload_len = build_payload(ctx, &req, &key, lease, reply)?;
         if IP_UDP_HLEN + payload_len > rfc2131::max_reply_ip_len(req.opts.max_msg_size) {
             return Err(stat::PASS_TOO_BIG);
         }
@@ -655,6 +659,7 @@ mod xdp {
     fn build_payload(
         ctx: &XdpContext,
         req: &Request,
+        key: &ClientKey,
         lease: &Lease,
         reply: u8,
     ) -> Result<usize, Pass> {
@@ -696,11 +701,24 @@ mod xdp {
             let mut pos = bootp::OPTIONS + 9;
 
             if !nak {
-                let n = lease.hostname_len as usize;
-                if n > 0 && n <= HOSTNAME_MAX {
+                if lease.name == NAME_FROM_IP {
+                    // host-a-b-c-d, made here: no stored name to look up.
+                    // pos is a constant here, the index masked: in bounds.
+                    let at = buf.add(pos + 2);
+                    let n = write_ip_host_name(lease.ip, |i, b| *at.add(i & 0x1f) = b);
+                    let n = if n > IP_NAME_MAX { IP_NAME_MAX } else { n };
                     *buf.add(pos) = opt::HOSTNAME;
                     *buf.add(pos + 1) = n as u8;
-                    copy_kernel(buf.add(pos + 2), lease.hostname.as_ptr(), n)?;
+                    pos += 2 + n;
+                } else if lease.name == NAME_STORED {
+                    let name = NAMES.get(key).ok_or(stat::PASS_OTHER)?;
+                    let n = name.len as usize;
+                    if n == 0 || n > HOSTNAME_MAX {
+                        return Err(stat::PASS_OTHER);
+                    }
+                    *buf.add(pos) = opt::HOSTNAME;
+                    *buf.add(pos + 1) = n as u8;
+                    copy_kernel(buf.add(pos + 2), name.bytes.as_ptr(), n)?;
                     pos += 2 + n;
                 }
                 let blob = OPTS.get(lease.opts_id).ok_or(stat::PASS_OTHER)?;

@@ -10,6 +10,9 @@ use bytemuck::{Pod, Zeroable};
 pub mod map_name {
     /// (network, MAC) → [`Lease`](super::Lease).
     pub const LEASES: &str = "LEASES";
+    /// (network, MAC) → [`HostName`](super::HostName): option 12 of the
+    /// leases whose name is [`NAME_STORED`](super::NAME_STORED).
+    pub const NAMES: &str = "NAMES";
     /// options-blob id → [`OptsBlob`](super::OptsBlob).
     pub const OPTS: &str = "OPTS";
     /// network id → [`NetConfig`](super::NetConfig).
@@ -31,8 +34,8 @@ pub mod map_name {
     /// Tail-call table: slot 0 holds the fast path.
     pub const JUMP: &str = "JUMP";
     /// Every map, shared through bpffs pins by the fast path and all entries.
-    pub const ALL: [&str; 10] = [
-        LEASES, OPTS, NETS, ACKS, STATS, NET_STATS, SCRATCH, PARSED, JUMP, RELAYS,
+    pub const ALL: [&str; 11] = [
+        LEASES, NAMES, OPTS, NETS, ACKS, STATS, NET_STATS, SCRATCH, PARSED, JUMP, RELAYS,
     ];
 }
 
@@ -87,9 +90,21 @@ impl ClientKey {
     }
 }
 
-/// What the fast path needs to answer one client.
+/// `Lease::name`: no option 12.
+pub const NAME_NONE: u8 = 0;
+/// `Lease::name`: option 12 is `host-a-b-c-d` of `Lease::ip`, Neutron's name
+/// for a port without a dns_name, written by the program
+/// ([`ip_host_name`]): most ports need no stored name.
+pub const NAME_FROM_IP: u8 = 1;
+/// `Lease::name`: option 12 is the client's entry in [`map_name::NAMES`].
+pub const NAME_STORED: u8 = 2;
+/// Longest `host-a-b-c-d` name ("host-255-255-255-255").
+pub const IP_NAME_MAX: usize = 20;
+
+/// What the fast path needs to answer one client (24 bytes: a LEASES entry
+/// stays small, so a million of them stay cache- and memory-friendly).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Lease {
     /// The client's fixed IP (yiaddr).
     pub ip: [u8; 4],
@@ -101,15 +116,16 @@ pub struct Lease {
     pub lease_secs: u32,
     /// Key of the client's option blob in [`map_name::OPTS`].
     pub opts_id: u32,
-    /// Length of `hostname`; 0 sends no option 12.
-    pub hostname_len: u8,
+    /// Where option 12 comes from: [`NAME_NONE`], [`NAME_FROM_IP`] or
+    /// [`NAME_STORED`].
+    pub name: u8,
     pub _pad: [u8; 3],
-    /// Option 12 value.
-    pub hostname: [u8; HOSTNAME_MAX],
 }
 
 impl Lease {
-    /// A lease; `hostname` is cut to [`HOSTNAME_MAX`] bytes.
+    /// A lease whose option 12 is `hostname` (empty: none): [`NAME_FROM_IP`]
+    /// when that is the IP's `host-a-b-c-d`, else [`NAME_STORED`], and the
+    /// name then goes in NAMES ([`HostName::new`]).
     pub fn new(
         ip: [u8; 4],
         server_ip: [u8; 4],
@@ -118,19 +134,99 @@ impl Lease {
         opts_id: u32,
         hostname: &[u8],
     ) -> Self {
-        let n = hostname.len().min(HOSTNAME_MAX);
-        let mut lease = Lease {
+        Lease {
             ip,
             server_ip,
             siaddr,
             lease_secs,
             opts_id,
-            hostname_len: n as u8,
+            name: name_kind(ip, hostname),
             _pad: [0; 3],
-            hostname: [0; HOSTNAME_MAX],
+        }
+    }
+}
+
+/// How a lease for `ip` carries option 12 `hostname` (see [`Lease::name`]).
+pub fn name_kind(ip: [u8; 4], hostname: &[u8]) -> u8 {
+    if hostname.is_empty() {
+        return NAME_NONE;
+    }
+    let mut own = [0u8; IP_NAME_MAX];
+    let n = ip_host_name(ip, &mut own);
+    if own.get(..n) == Some(hostname) {
+        NAME_FROM_IP
+    } else {
+        NAME_STORED
+    }
+}
+
+/// Writes `host-a-b-c-d` of `ip` (decimal, no leading zeros) into `out`;
+/// its length.
+pub fn ip_host_name(ip: [u8; 4], out: &mut [u8; IP_NAME_MAX]) -> usize {
+    write_ip_host_name(ip, |i, b| {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = b;
+        }
+    })
+}
+
+/// `host-a-b-c-d` of `ip`, byte by byte: `put(i, byte)` for i from 0 (at
+/// most [`IP_NAME_MAX`] bytes); its length. Straight-line code, no indexing
+/// by a variable, for the program, which writes the bytes into its reply
+/// buffer.
+#[inline(always)]
+pub fn write_ip_host_name(ip: [u8; 4], mut put: impl FnMut(usize, u8)) -> usize {
+    let mut n = 0;
+    let mut push = |b: u8| {
+        put(n, b);
+        n += 1;
+    };
+    for b in *b"host-" {
+        push(b);
+    }
+    let [a, b, c, d] = ip;
+    let mut octet = |o: u8, last: bool| {
+        if o >= 100 {
+            push(b'0' + o / 100);
+        }
+        if o >= 10 {
+            push(b'0' + (o / 10) % 10);
+        }
+        push(b'0' + o % 10);
+        if !last {
+            push(b'-');
+        }
+    };
+    octet(a, false);
+    octet(b, false);
+    octet(c, false);
+    octet(d, true);
+    n
+}
+
+/// A stored option 12 value ([`NAME_STORED`]): a dns_name's first label.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct HostName {
+    pub len: u8,
+    pub bytes: [u8; HOSTNAME_MAX],
+}
+
+impl HostName {
+    /// `name`, cut to [`HOSTNAME_MAX`] bytes.
+    pub fn new(name: &[u8]) -> Self {
+        let n = name.len().min(HOSTNAME_MAX);
+        let mut h = HostName {
+            len: n as u8,
+            bytes: [0; HOSTNAME_MAX],
         };
-        lease.hostname[..n].copy_from_slice(&hostname[..n]);
-        lease
+        h.bytes[..n].copy_from_slice(&name[..n]);
+        h
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..(self.len as usize).min(HOSTNAME_MAX)]
     }
 }
 
@@ -246,6 +342,7 @@ mod user {
     // SAFETY: all of these are #[repr(C)] and Pod (no padding, any bit pattern valid).
     unsafe impl aya::Pod for super::ClientKey {}
     unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::HostName {}
     unsafe impl aya::Pod for super::OptsBlob {}
     unsafe impl aya::Pod for super::NetConfig {}
     unsafe impl aya::Pod for super::AckRecord {}
@@ -258,9 +355,31 @@ mod tests {
     use core::mem::size_of;
 
     #[test]
+    fn ip_host_names_are_neutrons() {
+        let name = |ip: [u8; 4]| {
+            let mut out = [0u8; IP_NAME_MAX];
+            let n = ip_host_name(ip, &mut out);
+            std::string::String::from_utf8(out[..n].to_vec()).unwrap()
+        };
+        assert_eq!(name([10, 0, 0, 5]), "host-10-0-0-5");
+        assert_eq!(name([255, 255, 255, 255]), "host-255-255-255-255");
+        assert_eq!(name([0, 9, 10, 100]), "host-0-9-10-100");
+        assert_eq!(name([192, 168, 99, 1]), "host-192-168-99-1");
+        // Every octet value round-trips.
+        for o in 0..=255u8 {
+            assert_eq!(name([o, 1, 2, 3]), format!("host-{o}-1-2-3"));
+        }
+        assert_eq!(name_kind([10, 0, 0, 5], b"host-10-0-0-5"), NAME_FROM_IP);
+        assert_eq!(name_kind([10, 0, 0, 5], b"host-10-0-0-6"), NAME_STORED);
+        assert_eq!(name_kind([10, 0, 0, 5], b"web-1"), NAME_STORED);
+        assert_eq!(name_kind([10, 0, 0, 5], b""), NAME_NONE);
+    }
+
+    #[test]
     fn layouts_match_what_the_program_expects() {
         assert_eq!(size_of::<ClientKey>(), 12);
-        assert_eq!(size_of::<Lease>(), 24 + HOSTNAME_MAX);
+        assert_eq!(size_of::<Lease>(), 24);
+        assert_eq!(size_of::<HostName>(), 1 + HOSTNAME_MAX);
         assert_eq!(size_of::<OptsBlob>(), 4 + OPTS_MAX);
         assert_eq!(size_of::<NetConfig>(), 8);
         assert_eq!(size_of::<AckRecord>(), 24);

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::{Context, Result};
 use aya::maps::MapData;
 use dhcp_ebpf::{
-    ClientKey, Lease, NetConfig, NetStats, OptsBlob, LEASES_MAX, NETS_MAX, NET_RELAY_LISTED,
-    NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
+    ClientKey, HostName, Lease, NetConfig, NetStats, OptsBlob, LEASES_MAX, NAME_STORED, NETS_MAX,
+    NET_RELAY_LISTED, NET_RELAY_OK, OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX,
 };
 
 use crate::{
@@ -64,13 +64,18 @@ impl Written {
     }
 }
 
+/// One client as the maps hold it: its lease, its blob's content, and its
+/// NAMES entry if the lease has one.
+type Written1 = (Lease, Vec<u8>, Option<Box<[u8]>>);
+
 /// Writes plans into the maps, touching only what differs.
 pub struct Sync {
     pub maps: Maps,
     /// network id → (net id, planned network) as last written in full.
     written: Written,
-    /// ClientKey → (lease as in the map, blob content).
-    leases: HashMap<ClientKey, (Lease, Vec<u8>)>,
+    /// ClientKey → (lease as in the map, blob content, its NAMES entry if
+    /// the lease has one).
+    leases: HashMap<ClientKey, Written1>,
     /// net id → the keys of its leases in the map (what a network really
     /// holds, also after a write that failed half-way).
     by_net: HashMap<u32, HashSet<ClientKey>>,
@@ -147,7 +152,25 @@ impl Sync {
                 }
             }
             by_net.entry(key.net).or_default().insert(key);
-            leases.insert(key, (lease, content));
+            let name = (lease.name == NAME_STORED)
+                .then(|| maps.names.get(&key, 0).ok())
+                .flatten()
+                .map(|h| h.as_bytes().into());
+            leases.insert(key, (lease, content, name));
+        }
+        // Names no lease uses (a lease rewritten while the daemon was away).
+        let stale_names: Vec<ClientKey> = maps
+            .names
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| {
+                !leases
+                    .get(k)
+                    .is_some_and(|(_, _, n): &Written1| n.is_some())
+            })
+            .collect();
+        for k in stale_names {
+            maps.names.remove(&k).ok();
         }
         let keep: HashSet<u32> = blobs
             .by_content
@@ -301,15 +324,27 @@ impl Sync {
     }
 
     fn put_lease(&mut self, key: ClientKey, l: &PlannedLease) -> Result<()> {
-        if let Some((lease, content)) = self.leases.get(&key) {
+        let lease_now = l.map_value(0);
+        let name = (lease_now.name == NAME_STORED).then(|| Box::<[u8]>::from(&l.hostname[..]));
+        if let Some((lease, content, stored)) = self.leases.get(&key) {
             let blob_id = self.blobs.by_content.get(content).map(|(id, _)| *id);
             // Unchanged when the map would get the same bytes again.
             if *content == l.blob
                 && blob_id == Some(lease.opts_id)
                 && bytemuck::bytes_of(lease) == bytemuck::bytes_of(&l.map_value(lease.opts_id))
+                && *stored == name
             {
                 return Ok(());
             }
+        }
+        // The name first: the fast path never sees a lease whose name is
+        // not there yet.
+        if let Some(n) = &name {
+            self.maps
+                .names
+                .insert(key, HostName::new(n), 0)
+                .map_err(|e| map_error("NAMES", LEASES_MAX, e))?;
+            self.updates += 1;
         }
         let opts_id = self.acquire_blob(&l.blob)?;
         let lease = l.map_value(opts_id);
@@ -319,15 +354,24 @@ impl Sync {
         }
         self.updates += 1;
         self.by_net.entry(key.net).or_default().insert(key);
-        if let Some((_, old_content)) = self.leases.insert(key, (lease, l.blob.clone())) {
+        let had_name = name.is_some();
+        if let Some((_, old_content, old_name)) =
+            self.leases.insert(key, (lease, l.blob.clone(), name))
+        {
             self.release_blob(&old_content);
+            if old_name.is_some() && !had_name {
+                self.maps.names.remove(&key).ok();
+            }
         }
         Ok(())
     }
 
     fn remove_lease(&mut self, key: &ClientKey) {
-        if let Some((_, content)) = self.leases.remove(key) {
+        if let Some((_, content, name)) = self.leases.remove(key) {
             self.maps.leases.remove(key).ok();
+            if name.is_some() {
+                self.maps.names.remove(key).ok();
+            }
             self.updates += 1;
             self.release_blob(&content);
             if let Some(keys) = self.by_net.get_mut(&key.net) {

@@ -36,6 +36,11 @@ pub const BIG_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
 pub const PXE_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0x00, 0x0b, 0x07];
 pub const PXE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 7);
 pub const NEXT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+/// A client whose port has a dns_name: its option 12 is stored (NAMES), not
+/// made from its IP.
+pub const NAMED_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0x00, 0x0e, 0x01];
+pub const NAMED_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 8);
+pub const NAMED_HOST: &str = "web-frontend-01";
 /// The lease time of every client (`Client::typical`).
 pub const LEASE_SECS: u32 = 86400;
 /// Option 61 as a client sends it: hardware type 1 and a MAC.
@@ -69,10 +74,13 @@ pub const BENCH_ROWS: [&str; 4] = [
 pub fn clients() -> Vec<Client> {
     let mut pxe = Client::typical(PXE_MAC, PXE_IP);
     pxe.lease.siaddr = NEXT_SERVER;
+    let mut named = Client::typical(NAMED_MAC, NAMED_IP);
+    named.lease.hostname = NAMED_HOST.as_bytes().to_vec();
     vec![
         Client::typical(CLIENT_MAC, CLIENT_IP),
         Client::big(BIG_MAC, BIG_IP),
         pxe,
+        named,
     ]
 }
 
@@ -459,6 +467,23 @@ pub fn rows() -> Vec<Row> {
             broadcast: false,
             eth_dst: PXE_MAC,
             ip_dst: PXE_IP,
+            udp_dst: BOOTPC,
+            has: vec![opt(54, SERVER_IP), opt(51, LEASE_SECS)],
+        }),
+        row(
+            NET,
+            "a port's dns_name is its option 12 (a stored name)",
+            RequestFrame::discover(NAMED_MAC),
+        )
+        .answers(Reply {
+            msg: Offer,
+            yiaddr: NAMED_IP,
+            ciaddr: ZERO,
+            siaddr: ZERO,
+            giaddr: ZERO,
+            broadcast: false,
+            eth_dst: NAMED_MAC,
+            ip_dst: NAMED_IP,
             udp_dst: BOOTPC,
             has: vec![opt(54, SERVER_IP), opt(51, LEASE_SECS)],
         }),

@@ -168,9 +168,14 @@ impl Harness {
         let id = self.next_opts_id;
         self.next_opts_id += 1;
         self.maps.opts.insert(id, OptsBlob::new(&lease.blob), 0)?;
-        self.maps
-            .leases
-            .insert(ClientKey::new(net, lease.mac), lease.map_value(id), 0)?;
+        let key = ClientKey::new(net, lease.mac);
+        let value = lease.map_value(id);
+        if value.name == dhcp_ebpf::NAME_STORED {
+            self.maps
+                .names
+                .insert(key, dhcp_ebpf::HostName::new(&lease.hostname), 0)?;
+        }
+        self.maps.leases.insert(key, value, 0)?;
         Ok(())
     }
 

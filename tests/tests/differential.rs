@@ -265,13 +265,15 @@ fn model(h: &Harness, net: u32, frame: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
     }
-    let lease = h.maps.leases.get(&ClientKey::new(net, mac), 0).ok()?;
+    let key = ClientKey::new(net, mac);
+    let lease = h.maps.leases.get(&key, 0).ok()?;
     let blob = h.maps.opts.get(&lease.opts_id, 0).ok()?;
+    let hostname = h.maps.hostname(&key, &lease)?;
     let view = LeaseView {
         ip: lease.ip.into(),
         server_ip: lease.server_ip.into(),
         siaddr: lease.siaddr.into(),
-        hostname: &lease.hostname[..(lease.hostname_len as usize).min(lease.hostname.len())],
+        hostname: &hostname,
         blob: &blob.bytes[..(blob.len as usize).min(OPTS_MAX)],
     };
     let Decision::Reply(t) = reply::decide(&req, &view) else {

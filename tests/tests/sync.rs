@@ -248,3 +248,77 @@ fn opening_removes_program_pins_of_earlier_builds() {
     let hash = xdhcp::loader::object_hash();
     assert!(pins.path.join(format!("fast-{hash}")).exists());
 }
+
+#[test]
+fn stored_host_names_follow_their_leases() {
+    let (_pins, _fast, mut sync) = synced("xdhcp-sync-names", 3);
+    let cfg = AgentConfig::default();
+    let key = ClientKey::new(7, [0xfa, 0x16, 0x3e, 0x00, 0x01, 0x01]);
+    let names = |sync: &Sync| sync.maps.names.keys().filter_map(|k| k.ok()).count();
+    let with_name = |name: Option<&str>| {
+        let mut m = model(3, None);
+        let mut p = m.ports["vm-1"].clone();
+        p.dns_name = name.map(String::from);
+        m.put_port(p);
+        m
+    };
+    // (what, vm-1's dns_name, option 12 the maps give, NAMES entries, map updates)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [u8], usize, u64);
+    let cases: [Case; 5] = [
+        (
+            "Neutron's host-a-b-c-d is made by the program: nothing stored",
+            None,
+            b"host-10-0-0-11",
+            0,
+            0,
+        ),
+        (
+            "a dns_name is stored, before its lease",
+            Some("web-1"),
+            b"web-1",
+            1,
+            2,
+        ),
+        (
+            "a changed dns_name rewrites the name (the lease bytes are the same)",
+            Some("web-2"),
+            b"web-2",
+            1,
+            2,
+        ),
+        (
+            "the same name again: nothing written",
+            Some("web-2"),
+            b"web-2",
+            1,
+            0,
+        ),
+        (
+            "back to no dns_name: the stored name goes",
+            None,
+            b"host-10-0-0-11",
+            0,
+            1,
+        ),
+    ];
+    for (what, name, want, stored, updates) in cases {
+        let before = sync.updates;
+        sync.apply("net-a", 7, with_name(name).plan("net-a", &cfg))
+            .unwrap();
+        let lease = sync.maps.leases.get(&key, 0).unwrap();
+        assert_eq!(
+            sync.maps.hostname(&key, &lease).as_deref(),
+            Some(want),
+            "{what}"
+        );
+        assert_eq!(names(&sync), stored, "{what}: NAMES entries");
+        assert_eq!(sync.updates - before, updates, "{what}: map updates");
+    }
+    // A named port removed: its name goes with its lease.
+    sync.apply("net-a", 7, with_name(Some("web-3")).plan("net-a", &cfg))
+        .unwrap();
+    assert_eq!(names(&sync), 1);
+    sync.apply("net-a", 7, model(1, None).plan("net-a", &cfg))
+        .unwrap();
+    assert_eq!(names(&sync), 0, "the removed port's name is gone");
+}

@@ -144,10 +144,8 @@ pub fn ports(db_path: &Path, bpffs: &Path, json: bool) -> Result<()> {
             mac: format_mac(&key.mac),
             ip: Ipv4Addr::from(lease.ip),
             server_ip: Ipv4Addr::from(lease.server_ip),
-            hostname: String::from_utf8_lossy(
-                &lease.hostname[..(lease.hostname_len as usize).min(lease.hostname.len())],
-            )
-            .into(),
+            hostname: String::from_utf8_lossy(&maps.hostname(&key, &lease).unwrap_or_default())
+                .into(),
             lease_secs: (lease.lease_secs != LEASE_INFINITE).then_some(lease.lease_secs),
             opts_id: lease.opts_id,
             opts_len,

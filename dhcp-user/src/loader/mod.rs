@@ -17,8 +17,8 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use batch::{lookup_all, lookup_each};
 use dhcp_ebpf::{
-    map_name, stat, AckRecord, ClientKey, Lease, NetConfig, NetStats, OptsBlob, ENTRY_PROGRAM,
-    FAST_PROGRAM, NET_ID_GLOBAL, PASS_PROGRAM,
+    map_name, stat, AckRecord, ClientKey, HostName, Lease, NetConfig, NetStats, OptsBlob, Scratch,
+    ENTRY_PROGRAM, FAST_PROGRAM, NAME_STORED, NET_ID_GLOBAL, PASS_PROGRAM,
 };
 
 /// The XDP object built by `cargo xtask build-ebpf` (checked fresh by build.rs).
@@ -49,6 +49,7 @@ impl FastPath {
     /// in `pin_dir` (a bpffs directory), makes it the tail-call target and
     /// pins the programs.
     pub fn load(pin_dir: &Path) -> Result<Self> {
+        check_pinned_layouts(pin_dir)?;
         let (fast_pin, pass_pin) = Self::program_pins(pin_dir);
         let mut ebpf = loader(pin_dir)
             .load(OBJECT)
@@ -141,6 +142,50 @@ impl FastPath {
     pub fn maps(&self) -> Result<Maps> {
         Maps::open(&self.pin_dir)
     }
+}
+
+/// Refuses maps pinned under `pin_dir` whose key or value size is not this
+/// build's (pinned by another version of xdhcp): the new program would read
+/// them with the wrong layout (the verifier only checks that an access fits).
+/// Checked before anything is loaded, so nothing changes on a refusal.
+pub fn check_pinned_layouts(pin_dir: &Path) -> Result<()> {
+    use std::mem::size_of;
+    let layouts: [(&str, usize, usize); 9] = [
+        (map_name::LEASES, size_of::<ClientKey>(), size_of::<Lease>()),
+        (
+            map_name::NAMES,
+            size_of::<ClientKey>(),
+            size_of::<HostName>(),
+        ),
+        (map_name::OPTS, 4, size_of::<OptsBlob>()),
+        (map_name::NETS, 4, size_of::<NetConfig>()),
+        (
+            map_name::ACKS,
+            size_of::<ClientKey>(),
+            size_of::<AckRecord>(),
+        ),
+        (map_name::STATS, 4, 8),
+        (map_name::NET_STATS, 4, size_of::<NetStats>()),
+        (map_name::RELAYS, 4, 1),
+        (map_name::SCRATCH, 4, size_of::<Scratch>()),
+    ];
+    for (name, key, value) in layouts {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        let (k, v) = (info.key_size() as usize, info.value_size() as usize);
+        anyhow::ensure!(
+            (k, v) == (key, value),
+            "{} holds a {name} map of another layout (key {k} and value {v} bytes, this build's \
+             are {key} and {value}): it was pinned by another version of xdhcp. Stop that \
+             daemon and run `xdhcp down` (which removes the pins), then start this one",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Is `name` a program pin of some build (`fast-<hash>`, `pass-<hash>`)?
@@ -246,6 +291,7 @@ pub struct MapFill {
 /// Typed handles on the shared maps.
 pub struct Maps {
     pub leases: HashMap<MapData, ClientKey, Lease>,
+    pub names: HashMap<MapData, ClientKey, HostName>,
     pub opts: HashMap<MapData, u32, OptsBlob>,
     pub nets: HashMap<MapData, u32, NetConfig>,
     pub acks: HashMap<MapData, ClientKey, AckRecord>,
@@ -264,6 +310,7 @@ impl Maps {
         };
         Ok(Self {
             leases: HashMap::try_from(Map::HashMap(open(map_name::LEASES)?))?,
+            names: HashMap::try_from(Map::HashMap(open(map_name::NAMES)?))?,
             opts: HashMap::try_from(Map::HashMap(open(map_name::OPTS)?))?,
             nets: HashMap::try_from(Map::HashMap(open(map_name::NETS)?))?,
             acks: HashMap::try_from(Map::LruHashMap(open(map_name::ACKS)?))?,
@@ -271,6 +318,20 @@ impl Maps {
             net_stats: HashMap::try_from(Map::HashMap(open(map_name::NET_STATS)?))?,
             relays: HashMap::try_from(Map::HashMap(open(map_name::RELAYS)?))?,
         })
+    }
+
+    /// Option 12 of `lease` (the client `key`'s), as the fast path sends it:
+    /// empty for none; None when its stored name is missing.
+    pub fn hostname(&self, key: &ClientKey, lease: &Lease) -> Option<Vec<u8>> {
+        match lease.name {
+            dhcp_ebpf::NAME_FROM_IP => {
+                let mut name = [0u8; dhcp_ebpf::IP_NAME_MAX];
+                let n = dhcp_ebpf::ip_host_name(lease.ip, &mut name);
+                Some(name[..n].to_vec())
+            }
+            NAME_STORED => self.names.get(key, 0).ok().map(|h| h.as_bytes().to_vec()),
+            _ => Some(Vec::new()),
+        }
     }
 
     /// Every ACK record, read in batches (BPF_MAP_LOOKUP_BATCH): a few

@@ -317,11 +317,15 @@ impl Worker {
             .get(&lease.opts_id, 0)
             .context("the lease's options are missing")?;
         let blob = &blob.bytes[..(blob.len as usize).min(OPTS_MAX)];
+        let hostname = self
+            .maps
+            .hostname(&key, &lease)
+            .context("the lease's host name is missing")?;
         let view = LeaseView {
             ip: Ipv4Addr::from(lease.ip),
             server_ip: Ipv4Addr::from(lease.server_ip),
             siaddr: Ipv4Addr::from(lease.siaddr),
-            hostname: &lease.hostname[..(lease.hostname_len as usize).min(lease.hostname.len())],
+            hostname: &hostname,
             blob,
         };
         let l2 = &frame[..l2_len];
