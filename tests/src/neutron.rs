@@ -803,7 +803,7 @@ flat_networks = *
 [ml2_type_vlan]
 network_vlan_ranges = physnet1:100:200
 [ml2_type_vxlan]
-vni_ranges = 1:1000
+vni_ranges = 1:100000
 ";
     let files = vec![n.join("neutron.conf"), n.join("ml2_conf.ini")];
     fs::write(&files[0], conf)?;
