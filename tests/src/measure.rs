@@ -85,6 +85,19 @@ pub fn memory_kib(pids: &[i32]) -> (u64, u64) {
     (rss, pss)
 }
 
+/// A 900×560 PNG at `png`: `title`, a grid, `axes` (gnuplot set commands:
+/// scales, labels, key) and `plots` (plot clauses, `$DATA` standing for
+/// `data`).
+pub fn plot_png(png: &Path, title: &str, axes: &str, plots: &[String], data: &str) -> Result<()> {
+    let script = format!(
+        "set terminal pngcairo size 900,560 font 'sans,11'\nset output '{}'\n\
+         set title '{title}'\nset grid\n{axes}\nplot {}\n",
+        png.display(),
+        plots.join(", ")
+    );
+    gnuplot(&script, data)
+}
+
 /// Runs gnuplot on `script`, in which `$DATA` stands for a file holding
 /// `data` (gnuplot data blocks).
 pub fn gnuplot(script: &str, data: &str) -> Result<()> {

@@ -752,19 +752,17 @@ fn plot(curves: &[(&str, Curve)], sizes: &Sizes, png: &str) -> anyhow::Result<()
             ));
         }
     }
-    let script = format!(
-        "set terminal pngcairo size 900,560 font 'sans,11'\n\
-         set output '{png}'\n\
-         set title 'Agent cold start: {} networks of {} ports (2 cores)'\n\
-         set logscale x\nset grid\n\
-         set xlabel 'seconds since the agent started'\nset ylabel 'networks'\n\
-         set key outside bottom center vertical\n\
-         plot {}\n",
-        sizes.networks,
-        sizes.net_ports,
-        plots.join(", ")
-    );
-    xdhcp_tests::measure::gnuplot(&script, &data)
+    xdhcp_tests::measure::plot_png(
+        std::path::Path::new(png),
+        &format!(
+            "Agent cold start: {} networks of {} ports (2 cores)",
+            sizes.networks, sizes.net_ports
+        ),
+        "set logscale x\nset xlabel 'seconds since the agent started'\nset ylabel 'networks'\n\
+         set key outside bottom center vertical",
+        &plots,
+        &data,
+    )
 }
 
 /// Creates `count` VM ports bound to `host`, spread evenly over `nets` in

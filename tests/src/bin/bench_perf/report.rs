@@ -724,18 +724,14 @@ fn plot(results: &[Outcome], png: &Path) -> Result<()> {
         ));
     }
     ensure!(!plots.is_empty(), "nothing to plot");
-    let script = format!(
-        "set terminal pngcairo size 900,560 font 'sans,11'\n\
-         set output '{}'\n\
-         set title 'Sustained rate against ports (2 cores; perfdhcp: drops < 5%)'\n\
-         set logscale xy\nset grid\n\
-         set xlabel 'ports in the network'\nset ylabel 'per second'\n\
-         set key outside bottom center horizontal\n\
-         plot {}\n",
-        png.display(),
-        plots.join(", ")
-    );
-    xdhcp_tests::measure::gnuplot(&script, &text)?;
+    xdhcp_tests::measure::plot_png(
+        png,
+        "Sustained rate against ports (2 cores; perfdhcp: drops < 5%)",
+        "set logscale xy\nset xlabel 'ports in the network'\nset ylabel 'per second'\n\
+         set key outside bottom center horizontal",
+        &plots,
+        &text,
+    )?;
     println!("wrote {}", png.display());
     Ok(())
 }
