@@ -108,7 +108,19 @@ pub fn down(bpffs_dir: &Path) -> Result<()> {
         return Ok(());
     }
     let links = links_dir(bpffs_dir);
-    let n = std::fs::read_dir(&links).map(|d| d.count()).unwrap_or(0);
+    let pinned: Vec<PathBuf> = std::fs::read_dir(&links)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    // Detached first: unpinning alone leaves the program on the device until
+    // the last descriptor of the link goes, which for a daemon that just
+    // exited happens a moment later. A link whose device went is detached
+    // already (the kernel says ENOLINK or EINVAL): unpinning is enough.
+    for link in &pinned {
+        if let Err(e) = loader::links::detach(link) {
+            tracing::debug!("{e:#}");
+        }
+    }
+    let n = pinned.len();
     let left = remove_pins(bpffs_dir)?;
     println!(
         "detached {n} attachment(s) and removed xdhcp's pins under {}{}",

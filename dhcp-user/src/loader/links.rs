@@ -30,6 +30,19 @@ pub fn ifindex(path: &Path) -> Result<u32> {
     Ok(unsafe { info.__bindgen_anon_1.xdp.ifindex })
 }
 
+/// BPF_LINK_DETACH on the link pinned at `path`: its program comes off the
+/// device now, whoever else still holds the link (a daemon that just exited
+/// releases its descriptors a little later, from a kernel work queue).
+pub fn detach(path: &Path) -> Result<()> {
+    let fd = open_pin(path).with_context(|| format!("opening pinned link {}", path.display()))?;
+    let mut attr = sys::zeroed_attr();
+    attr.link_detach.link_fd = fd.as_raw_fd() as u32;
+    // SAFETY: the kernel reads the descriptor, open until the call returns.
+    unsafe { sys::bpf(bpf_cmd::BPF_LINK_DETACH, &mut attr) }
+        .with_context(|| format!("detaching the link pinned at {}", path.display()))?;
+    Ok(())
+}
+
 /// BPF_OBJ_GET: a descriptor of the object pinned at `path`.
 fn open_pin(path: &Path) -> Result<OwnedFd> {
     let c_path = CString::new(path.as_os_str().as_bytes())
