@@ -118,13 +118,21 @@ impl Devices {
 
     /// `network_id`'s plan was rewritten with DHCP port `new_port` (None: it
     /// is no longer served): its device is let go, found again at the next
-    /// scan, and what was plumbed for another port is unplumbed.
+    /// scan, and what was plumbed for another port is unplumbed. When only the
+    /// port's addresses changed (the same port, the same MAC: the same
+    /// device), the attachment stays and the next scan plumbs the addresses
+    /// again, so the network is served throughout.
     pub(super) fn dhcp_port_changed(
         &mut self,
         sync: &Sync,
         network_id: &str,
         new_port: Option<&str>,
+        same_device: bool,
     ) {
+        if same_device && new_port.is_some() {
+            self.plumbed.remove(network_id);
+            return;
+        }
         self.detach(sync, network_id);
         self.plumbed.remove(network_id);
         if let Some(old) = self.plumbed_ports.get(network_id).cloned() {
@@ -194,7 +202,7 @@ impl Devices {
                     Some(_) => links::ifindex(&pin).ok() == Some(a.ifindex),
                     None => Instant::now() < a.retry_at,
                 };
-                if ns_exists && fine {
+                if ns_exists && fine && (!self.plumb || self.plumbed.contains(network_id)) {
                     continue;
                 }
             }

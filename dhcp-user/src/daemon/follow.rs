@@ -403,19 +403,26 @@ impl Daemon {
         let plan = self.follow.model.plan(network_id, &self.cfg);
         let net = self.net_ids.id(&mut self.db, network_id)?;
         let served = plan.is_some();
-        let dhcp_changed = self
+        let before = self
             .sync
             .written(network_id)
-            .map(|(_, p)| (&p.dhcp_port_id, p.server_mac, &p.server_addrs))
-            != plan
-                .as_ref()
-                .map(|p| (&p.dhcp_port_id, p.server_mac, &p.server_addrs));
+            .map(|(_, p)| (p.dhcp_port_id.clone(), p.server_mac, p.server_addrs.clone()));
+        let after = plan
+            .as_ref()
+            .map(|p| (p.dhcp_port_id.clone(), p.server_mac, p.server_addrs.clone()));
+        let dhcp_changed = before != after;
+        let same_device =
+            matches!((&before, &after), (Some(b), Some(a)) if b.0 == a.0 && b.1 == a.1);
         let new_port = plan.as_ref().map(|p| p.dhcp_port_id.clone());
         self.sync.apply(network_id, net, plan)?;
         if !served || dhcp_changed {
             // Not served any more, or its DHCP device may have changed.
-            self.devices
-                .dhcp_port_changed(&self.sync, network_id, new_port.as_deref());
+            self.devices.dhcp_port_changed(
+                &self.sync,
+                network_id,
+                new_port.as_deref(),
+                same_device,
+            );
         }
         Ok(())
     }
