@@ -249,7 +249,10 @@ fn a_full_leases_map_keeps_serving_and_every_later_change_arrives() {
     let d = c.vm_port(&net, 12);
     c.import_ok(&Cloud::ports_json(&[&b]));
     c.wait_log(
-        "LEASES is full (capacity 262144 entries)",
+        &format!(
+            "LEASES is full (capacity {} entries)",
+            dhcp_ebpf::LEASES_MAX
+        ),
         Duration::from_secs(5),
     )
     .unwrap();
@@ -401,6 +404,53 @@ fn a_namespace_removed_under_plumb_is_plumbed_again() {
         "back within a few scans: {:?}",
         t0.elapsed()
     );
+}
+
+#[test]
+fn a_dhcp_port_given_a_new_address_stays_attached_while_it_is_plumbed() {
+    let mut c = Cloud::new();
+    let (net, a, sock) = served(&mut c, 84, None);
+    let pin = c.bpffs.join("links").join(&net.id);
+    assert!(pin.exists(), "attached: {}", pin.display());
+    // The same DHCP port (same MAC: the same tap) moves from .2 to .3.
+    let mut doc = c.net_json(&net);
+    let new_ip = Ipv4Addr::new(10, 84, 0, 3);
+    doc["ports"][0]["fixed_ips"][0]["ip_address"] = json!(new_ip.to_string());
+    c.import_ok(&doc);
+    let ns = names::namespace_name(&net.id);
+    let tap = names::tap_name(&net.dhcp_port_id);
+    let has_new = || {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-4", "-o", "addr", "show", "dev", &tap])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{new_ip}/24"))
+    };
+    // Sampled every 10 ms until the address is on the tap: the pinned link
+    // (the fast path's attachment) never goes away.
+    let t0 = Instant::now();
+    while !has_new() {
+        assert!(
+            pin.exists(),
+            "detached while the DHCP port's address changed (after {:?}); log:\n{}",
+            t0.elapsed(),
+            c.log()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the new address was not plumbed; log:\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(pin.exists(), "attached after the change");
+    assert_eq!(
+        offered(&sock, a.mac, 0xa00, WAIT),
+        Some(a.ip),
+        "answered after the change; log:\n{}",
+        c.log()
+    );
+    assert!(!c.log().contains("namespace or device gone"), "{}", c.log());
 }
 
 #[test]
