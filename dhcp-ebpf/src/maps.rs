@@ -40,7 +40,7 @@ pub mod map_name {
 }
 
 /// Capacity of [`map_name::LEASES`]: one entry per answered port.
-pub const LEASES_MAX: u32 = 262_144;
+pub const LEASES_MAX: u32 = 1_048_576;
 /// Capacity of [`map_name::OPTS`]: distinct option blobs (shared by ports alike).
 pub const OPTS_MAX_ENTRIES: u32 = 65_536;
 /// Capacity of [`map_name::NETS`]: networks served by one daemon.

@@ -156,7 +156,9 @@ fn a_failed_write_keeps_the_network_and_leaks_nothing() {
         .expect_err("no room for 10 more leases");
     let err = format!("{err:#}");
     assert!(
-        err.contains("LEASES is full") && err.contains("262144") && err.contains("net-a"),
+        err.contains("LEASES is full")
+            && err.contains(&dhcp_ebpf::LEASES_MAX.to_string())
+            && err.contains("net-a"),
         "names map, capacity and network: {err}"
     );
     assert_eq!(

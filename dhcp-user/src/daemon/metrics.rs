@@ -565,7 +565,10 @@ mod tests {
             ("xdhcp_networks{mode=\"generic\"}", 6.0),
             ("xdhcp_slow_total{counter=\"replies\"}", 7.0),
             ("xdhcp_fast_path_up", 0.0),
-            ("xdhcp_map_capacity{map=\"LEASES\"}", 262144.0),
+            (
+                "xdhcp_map_capacity{map=\"LEASES\"}",
+                dhcp_ebpf::LEASES_MAX as f64,
+            ),
             (
                 "xdhcp_network_attached{network=\"net-000\",device=\"tap0\",mode=\"native\"}",
                 1.0,
