@@ -64,8 +64,9 @@ const FAULT_TEST_PACKAGES: &[&str] = &["kea-admin"];
 /// once, into target/vm).
 const KERNEL_VM_PACKAGES: &[&str] = &["qemu-system-x86"];
 
-/// Debian packages only `cargo xtask bench` uses: perfdhcp and the plot.
-const BENCH_PACKAGES: &[&str] = &["kea-admin", "gnuplot-nox"];
+/// Debian packages only `cargo xtask bench` uses: perfdhcp, Kea's DHCPv4
+/// server (the third server measured) and the plot.
+const BENCH_PACKAGES: &[&str] = &["kea-admin", "kea-dhcp4-server", "gnuplot-nox"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

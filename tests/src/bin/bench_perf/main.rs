@@ -1,13 +1,15 @@
-//! `cargo xtask bench` (load part): perfdhcp against xdhcp and against dnsmasq
-//! run as neutron-dhcp-agent runs it, on the same topology, then
-//! docs/benchmarks.md and docs/benchmarks.png from the measured values.
+//! `cargo xtask bench` (load part): perfdhcp against xdhcp, against dnsmasq
+//! run as neutron-dhcp-agent runs it, and against Kea (kea-dhcp4,
+//! multi-threaded, memfile, one reservation a port), on the same topology,
+//! then docs/benchmarks.md and docs/benchmarks.png from the measured values.
 //!
-//! Topology, per server and per port count: one network 10.200.0.0/13 holding
+//! Topology, per server and per port count: one network 10.192.0.0/10 holding
 //! every port, its qdhcp namespace plumbed onto a test bridge (by `xdhcp run
-//! --plumb`, or by the same plumbing code for dnsmasq), and a perfdhcp
-//! namespace whose veth sits on that bridge with 10.200.0.3/13. perfdhcp acts
+//! --plumb`, or by the same plumbing code for dnsmasq and Kea), and a perfdhcp
+//! namespace whose veth sits on that bridge with 10.200.0.3/10. perfdhcp acts
 //! as a relay (giaddr = 10.200.0.3, unicast to the server's port 67) and picks
-//! each exchange's client MAC from the list of the ports' MACs (`-M`).
+//! each exchange's client MAC from the list of the ports' MACs (`-M`). Then
+//! the project's generator (`loadgen`) against xdhcp and Kea.
 //!
 //! The sustained rate: perfdhcp runs `PERIOD_S` seconds at a requested rate,
 //! doubling from `START_RATE` while fewer than 5% of the started exchanges
@@ -16,13 +18,16 @@
 //! exchanges per second of the highest rate that held.
 //!
 //! Environment: BENCH_PORTS (comma-separated port counts, default
-//! 1000,20000,100000), BENCH_SERVERS (default xdhcp,dnsmasq), BENCH_START_RATE
+//! 1000,20000,100000,1000000), BENCH_SERVERS (default xdhcp,dnsmasq,kea),
+//! BENCH_OTHERS_MAX_PORTS (dnsmasq and Kea only up to this count, default
+//! 100000), BENCH_START_RATE
 //! and BENCH_NO_PERFDHCP (shortcuts for runs by hand), BENCH_FASTPATH_OUT / BENCH_DAEMON_OUT (files holding the
 //! output of the `bench` and `bench_daemon` binaries of the same run, quoted in
 //! the document), BENCH_DOCS (where to write, default docs/ of the workspace).
 //!
-//! This file measures; report.rs writes the document and the plot.
+//! This file measures, kea.rs runs Kea; report.rs writes the document and the plot.
 
+mod kea;
 mod report;
 
 use std::{
@@ -52,8 +57,8 @@ const MAX_RATE: u32 = 102_400;
 const MAX_DROP: f64 = 0.05;
 /// Bisection steps after the doubling found a failing rate.
 const BISECT: usize = 3;
-const CIDR: &str = "10.200.0.0/13";
-const PREFIX: u8 = 13;
+const CIDR: &str = "10.192.0.0/10";
+const PREFIX: u8 = 10;
 const PERF_IP: &str = "10.200.0.3";
 const SERVER_IP: &str = "10.200.0.2";
 const PERFDHCP: &str = "perfdhcp";
@@ -470,7 +475,9 @@ const CEILING_PERIOD: Duration = Duration::from_secs(3);
 /// Sends DISCOVERs for every port's MAC as fast as the generator can, from the
 /// host end of the DHCP port's veth (taken off the bridge: the generator is the
 /// only client), and counts the OFFERs that come back.
-fn ceiling(c: &Cloud, net: &Net, ports: usize) -> Result<Ceiling> {
+/// `entry_pin`: the pinned XDP link whose program's run time is read (None
+/// for a server without XDP).
+fn ceiling(net: &Net, ports: usize, entry_pin: Option<&Path>) -> Result<Ceiling> {
     let host_side = xdhcp::netns::names::host_side_name(&net.dhcp_port_id);
     xdhcp::netns::ip(&["link", "set", &host_side, "nomaster"])?;
     // The responder's receive work in a kernel thread of its own (threaded
@@ -478,6 +485,17 @@ fn ceiling(c: &Cloud, net: &Net, ports: usize) -> Result<Ceiling> {
     // generator's core also runs every XDP request, and measures both at once.
     let namespace = xdhcp::netns::names::namespace_name(&net.id);
     let tap = xdhcp::netns::names::tap_name(&net.dhcp_port_id);
+    // A veth has NAPI only with XDP on it or GRO on: a server without XDP
+    // (Kea) gets GRO (which merges no plain UDP datagram) for the same
+    // arrangement.
+    if entry_pin.is_none() {
+        let status = Command::new("ip")
+            .args([
+                "netns", "exec", &namespace, "ethtool", "-K", &tap, "gro", "on",
+            ])
+            .status()?;
+        ensure!(status.success(), "cannot turn GRO on on {tap}");
+    }
     let status = Command::new("ip")
         .args(["netns", "exec", &namespace, "sh", "-c"])
         .arg(format!("echo 1 > /sys/class/net/{tap}/threaded"))
@@ -490,16 +508,16 @@ fn ceiling(c: &Cloud, net: &Net, ports: usize) -> Result<Ceiling> {
         set_affinity(0, 0)?;
     }
     let gen = LoadGen::new(&host_side, (0..ports).map(port_mac))?;
-    let entry = entry_prog_id(&c.bpffs.join("links").join(&net.id))?;
-    let _stats = BpfStats::enable()?;
+    let entry = entry_pin.map(entry_prog_id).transpose()?;
+    let _stats = entry.map(|_| BpfStats::enable()).transpose()?;
     let mut best: Option<Ceiling> = None;
     for _ in 0..CEILING_RUNS {
         check_stop()?;
-        let xdp0 = prog_run_stats(entry)?;
+        let xdp0 = entry.map(prog_run_stats).transpose()?.unwrap_or_default();
         let cpu0 = cpu_ticks()?;
         let load = gen.run(None, CEILING_PERIOD, Duration::from_millis(200), &STOP)?;
         let cpu = CpuSplit::between(&cpu0, &cpu_ticks()?, load.secs);
-        let xdp1 = prog_run_stats(entry)?;
+        let xdp1 = entry.map(prog_run_stats).transpose()?.unwrap_or_default();
         let runs = xdp1.1 - xdp0.1;
         let run = Ceiling {
             load,
@@ -786,7 +804,11 @@ fn bench_xdhcp(ports: usize) -> Result<Outcome> {
         },
     );
     o.startup_s = Some(startup);
-    o.ceiling = Some(ceiling(&c, &net, ports)?);
+    o.ceiling = Some(ceiling(
+        &net,
+        ports,
+        Some(&c.bpffs.join("links").join(&net.id)),
+    )?);
     let pid = c.daemon_pid().context("the daemon stopped")?;
     o.rss_kib = rss_kib(pid);
     o.map_bytes = Some(pinned_map_bytes(&c.bpffs)?);
@@ -797,13 +819,13 @@ fn bench_xdhcp(ports: usize) -> Result<Outcome> {
     Ok(o)
 }
 
-fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
-    let mut c = Cloud::new();
-    let (net, doc) = network(&mut c, ports);
+/// The network's qdhcp namespace and tap on the cloud's bridge, plumbed by
+/// xdhcp's own code, for a server that does not plumb (dnsmasq, Kea).
+fn plumb_for(c: &Cloud, net: &Net) -> Result<xdhcp::netns::plumb::Plumbed> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let plumbed = rt.block_on(xdhcp::netns::plumb::plumb(
+    rt.block_on(xdhcp::netns::plumb::plumb(
         &xdhcp::netns::plumb::PlumbSpec {
             network_id: net.id.clone(),
             port_id: net.dhcp_port_id.clone(),
@@ -813,7 +835,13 @@ fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
             bridge: Some(c.bridge.clone()),
             ovs: None,
         },
-    ))?;
+    ))
+}
+
+fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
+    let mut c = Cloud::new();
+    let (net, doc) = network(&mut c, ports);
+    let plumbed = plumb_for(&c, &net)?;
     let dir = ConfDir(PathBuf::from(format!("/tmp/xdhcp-bench-dnsmasq-{}", c.tag)));
     fs::create_dir_all(&dir.0)?;
     let conf = neutron_conf(&doc, &AGENT, &dir.0, &plumbed.tap)?;
@@ -853,9 +881,72 @@ fn bench_dnsmasq(ports: usize) -> Result<Outcome> {
     Ok(o)
 }
 
+/// Kea-MT on the same network: reservations for every port, perfdhcp's
+/// search, then the project's generator, as for xdhcp.
+fn bench_kea(ports: usize) -> Result<Outcome> {
+    let mut c = Cloud::new();
+    let (net, _doc) = network(&mut c, ports);
+    let plumbed = plumb_for(&c, &net)?;
+    let dir = ConfDir(PathBuf::from(format!("/tmp/xdhcp-bench-kea-{}", c.tag)));
+    fs::create_dir_all(&dir.0)?;
+    let conf = kea::config(
+        &plumbed.tap,
+        &dir.0,
+        CIDR,
+        net.gateway,
+        (0..ports).map(|i| (port_mac(i), port_ip(i))),
+    );
+    let perf = Perf::new(&c.bridge, &c.tag, ports, net.dhcp_mac)?;
+    let spawned = Instant::now();
+    let mut server = kea::Kea::spawn(&plumbed.namespace, &dir.0, &conf)?;
+    let startup = perf
+        .until_answered(spawned, Duration::from_secs(1800))
+        .with_context(|| {
+            format!(
+                "kea-dhcp4 never answered perfdhcp: {}",
+                fs::read_to_string(dir.0.join("kea.log")).unwrap_or_default()
+            )
+        })?;
+    println!("  kea, {ports} ports (answering {startup:.2} s after spawn)");
+    let mut o = outcome(
+        "kea",
+        ports,
+        if std::env::var_os("BENCH_NO_PERFDHCP").is_some() {
+            (Vec::new(), None, None)
+        } else {
+            perf.search(Some(server.pid()))?
+        },
+    );
+    o.startup_s = Some(startup);
+    o.ceiling = Some(ceiling(&net, ports, None)?);
+    ensure!(
+        server.alive(),
+        "kea-dhcp4 stopped: {}",
+        fs::read_to_string(dir.0.join("kea.log")).unwrap_or_default()
+    );
+    o.rss_kib = rss_kib(server.pid());
+    o.command = format!(
+        "{}   # kea-dhcp4.conf: raw sockets on the tap, memfile (persist), multi-threading (thread-pool-size 0: one a core), one reservation a port (hw-address), reservations-out-of-pool, no pool",
+        server.command
+    );
+    drop(server);
+    drop(perf);
+    drop(dir);
+    Ok(o)
+}
+
+/// Port counts above which dnsmasq and Kea are not run (dnsmasq took 495 s
+/// to start with 100k hosts): BENCH_OTHERS_MAX_PORTS, default 100,000.
+fn others_max_ports() -> usize {
+    std::env::var("BENCH_OTHERS_MAX_PORTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
 fn main() -> Result<()> {
     let counts: Vec<usize> = std::env::var("BENCH_PORTS")
-        .unwrap_or_else(|_| "1000,20000,100000".into())
+        .unwrap_or_else(|_| "1000,20000,100000,1000000".into())
         .split(',')
         .map(|s| s.trim().parse().context("BENCH_PORTS"))
         .collect::<Result<_>>()?;
@@ -871,16 +962,23 @@ fn main() -> Result<()> {
     let baseline = 100.0 * (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
     println!("machine busy before the load runs (2 s, all cores): {baseline:.0}%");
     let started = Instant::now();
-    println!("perfdhcp against xdhcp and dnsmasq ({PERIOD_S} s per rate, drops < 5%)");
+    println!("perfdhcp against xdhcp, dnsmasq and Kea ({PERIOD_S} s per rate, drops < 5%)");
     let mut results = Vec::new();
-    let servers = std::env::var("BENCH_SERVERS").unwrap_or_else(|_| "xdhcp,dnsmasq".into());
+    let servers = std::env::var("BENCH_SERVERS").unwrap_or_else(|_| "xdhcp,dnsmasq,kea".into());
     for &n in &counts {
         if servers.contains("xdhcp") {
             results.push(bench_xdhcp(n)?);
             check_stop()?;
         }
+        if n > others_max_ports() {
+            continue;
+        }
         if servers.contains("dnsmasq") {
             results.push(bench_dnsmasq(n)?);
+            check_stop()?;
+        }
+        if servers.contains("kea") {
+            results.push(bench_kea(n)?);
             check_stop()?;
         }
     }

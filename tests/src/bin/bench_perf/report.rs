@@ -59,6 +59,7 @@ pub struct Inputs {
     pub kernel: String,
     pub perf_version: String,
     pub dnsmasq_version: String,
+    pub kea_version: String,
     /// % of all cores busy just before the load runs.
     pub baseline: f64,
     /// The `bench_daemon` output of the same run (`BENCH_DAEMON_OUT`).
@@ -94,6 +95,7 @@ impl Inputs {
                 .to_string(),
             perf_version: first_line(PERFDHCP, &["-v"]),
             dnsmasq_version: first_line(DNSMASQ, &["--version"]),
+            kea_version: super::kea::version(),
             baseline,
             daemon_out: read("BENCH_DAEMON_OUT"),
             fastpath_out: read("BENCH_FASTPATH_OUT"),
@@ -110,6 +112,7 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
         kernel,
         perf_version,
         dnsmasq_version,
+        kea_version,
         baseline,
         daemon_out,
         fastpath_out,
@@ -125,7 +128,10 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
     writeln!(md, "- `nproc`: {nproc}")?;
     writeln!(md, "- CPU: {cpu_model}")?;
     writeln!(md, "- kernel: {kernel}")?;
-    writeln!(md, "- perfdhcp: {perf_version}; dnsmasq: {dnsmasq_version}")?;
+    writeln!(
+        md,
+        "- perfdhcp: {perf_version}; dnsmasq: {dnsmasq_version}; kea-dhcp4: {kea_version}"
+    )?;
     writeln!(
         md,
         "- load from other work just before the load runs: {baseline:.0}% of all cores busy over 2 s \
@@ -134,13 +140,19 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
 
     summary(&mut md, results, daemon_out, fastpath_out)?;
 
-    writeln!(md, "## DHCP load: perfdhcp, xdhcp against dnsmasq\n")?;
+    writeln!(
+        md,
+        "## DHCP load: perfdhcp, xdhcp against dnsmasq and Kea\n"
+    )?;
     writeln!(
         md,
         "One network {CIDR} holding all the ports; its qdhcp namespace is plumbed onto a test \
          bridge (by `xdhcp run --plumb`, and by the same plumbing code for dnsmasq, which then \
          runs in that namespace with the command line and files neutron-dhcp-agent writes: \
-         hosts, addn_hosts, opts, and the initial leases file, one line per port). \
+         hosts, addn_hosts, opts, and the initial leases file, one line per port; and for Kea, \
+         Debian's kea-dhcp4 multi-threaded (a thread a core), memfile leases, one host \
+         reservation a port by MAC and no pool, the closest Kea gets to Neutron's static \
+         allocation). dnsmasq and Kea run up to 100,000 ports. \
          perfdhcp runs in a namespace of its own on the bridge with {PERF_IP}/{PREFIX}; it acts \
          as a relay (giaddr {PERF_IP}, unicast to {SERVER_IP}:67) and takes each exchange's \
          client MAC at random from the ports' MACs (`-M`). Each rate runs {PERIOD_S} s; the \
@@ -228,6 +240,13 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
                 .and_then(|o| o.best.as_ref())
                 .map(|b| b.achieved)
         };
+        if let (Some(x), Some(k)) = (rate("xdhcp"), rate("kea")) {
+            writeln!(
+                md,
+                "- {n} ports: xdhcp sustained {:.1}× Kea's rate (perfdhcp).",
+                x / k
+            )?;
+        }
         match (rate("xdhcp"), rate("dnsmasq")) {
             (Some(x), Some(d)) => writeln!(
                 md,
@@ -301,22 +320,29 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
         md,
         "xdhcp: the daemon's VmRSS and the BPF maps' memory (`bpftool map show pinned`, \
          bytes_memlock summed over the pinned maps) after the load runs; dnsmasq: VmRSS of the \
-         one dnsmasq serving the network, after the load runs. Neutron runs one dnsmasq per \
+         one dnsmasq serving the network, after the load runs; Kea: kea-dhcp4's VmRSS after its \
+         runs. Neutron runs one dnsmasq per \
          network, so its memory grows with the number of networks as well; one xdhcp daemon \
          serves them all (1,000 networks in the daemon section below).\n"
     )?;
-    writeln!(md, "| server | ports | RSS MiB | BPF maps MiB |")?;
-    writeln!(md, "|---|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "| server | ports | RSS MiB | BPF maps MiB | RSS bytes / port | maps bytes / port |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
     for o in results {
+        let per_port = |b: u64| format!("{:.0}", b as f64 / o.ports.max(1) as f64);
         writeln!(
             md,
-            "| {} | {} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {} | {} | {} |",
             o.server,
             o.ports,
             o.rss_kib as f64 / 1024.0,
             o.map_bytes
                 .map(|b| format!("{:.1}", b as f64 / 1048576.0))
-                .unwrap_or_else(|| "–".into())
+                .unwrap_or_else(|| "–".into()),
+            per_port(o.rss_kib * 1024),
+            o.map_bytes.map(per_port).unwrap_or_else(|| "–".into())
         )?;
     }
 
@@ -410,7 +436,7 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
     writeln!(md, "target/release/bench_daemon")?;
     writeln!(
         md,
-        "target/release/bench_perf   # this section's perfdhcp and dnsmasq runs"
+        "target/release/bench_perf   # this section's perfdhcp, dnsmasq and Kea runs"
     )?;
     let macs = Path::new("MACS");
     writeln!(
@@ -420,7 +446,7 @@ pub fn render(results: &[Outcome], inputs: &Inputs) -> Result<String> {
             .join(" ")
             .replace("-r 1 ", "-r RATE ")
     )?;
-    for server in ["xdhcp", "dnsmasq"] {
+    for server in ["xdhcp", "dnsmasq", "kea"] {
         if let Some(o) = results.iter().find(|o| o.server == server) {
             writeln!(md, "# {} (in qdhcp-<network>):\n{}", o.server, o.command)?;
         }
@@ -497,8 +523,95 @@ fn summary(md: &mut String, results: &[Outcome], daemon: &str, fast: &str) -> Re
         _ => format!("| the same with the project's generator | {na} | |"),
     };
     writeln!(md, "{row}")?;
+    let row = match (ceiling(1_000), ceiling(1_000_000)) {
+        (Some(a), Some(b)) => format!(
+            "| generator OFFER/s at 1M ports within 15% of 1k | {} against {}: {:+.1}% | {} |",
+            thousands(b.load.replies_per_s()),
+            thousands(a.load.replies_per_s()),
+            100.0 * (b.load.replies_per_s() - a.load.replies_per_s()) / a.load.replies_per_s(),
+            verdict(b.load.replies_per_s() >= 0.85 * a.load.replies_per_s())
+        ),
+        _ => format!("| generator OFFER/s at 1M ports within 15% of 1k | {na} | |"),
+    };
+    writeln!(md, "{row}")?;
+    let xdp = |n: usize| ceiling(n).and_then(|c| c.xdp_ns);
+    for (n, limit) in [(1_000, 250.0), (1_000_000, 350.0)] {
+        let row = match xdp(n) {
+            Some(ns) => format!(
+                "| the XDP program's own time per OFFER under {limit:.0} ns at {} ports (bpf_stats) | {ns:.0} ns | {} |",
+                thousands(n as f64),
+                verdict(ns < limit)
+            ),
+            None => format!(
+                "| the XDP program's own time per OFFER under {limit:.0} ns at {} ports | {na} | |",
+                thousands(n as f64)
+            ),
+        };
+        writeln!(md, "{row}")?;
+    }
+    // Kea-MT against xdhcp, each count both ran, on the generator and perfdhcp.
+    let kea_ceiling = |n: usize| {
+        results
+            .iter()
+            .find(|o| o.server == "kea" && o.ports == n)
+            .and_then(|o| o.ceiling.as_ref())
+    };
+    let pairs: Vec<(usize, f64)> = results
+        .iter()
+        .filter(|o| o.server == "kea")
+        .filter_map(|o| {
+            let (x, k) = (ceiling(o.ports)?, kea_ceiling(o.ports)?);
+            Some((
+                o.ports,
+                x.load.replies_per_s() / k.load.replies_per_s().max(1e-9),
+            ))
+        })
+        .collect();
+    let row = if pairs.is_empty() {
+        format!("| ≥ 10× Kea-MT on the project's generator | {na} | |")
+    } else {
+        let text: Vec<String> = pairs
+            .iter()
+            .map(|(n, r)| {
+                let perf = match (rate("xdhcp", *n), rate("kea", *n)) {
+                    (Some(x), Some(k)) => format!(", perfdhcp {:.1}×", x / k),
+                    _ => String::new(),
+                };
+                format!("{} ports: {r:.1}×{perf}", thousands(*n as f64))
+            })
+            .collect();
+        format!(
+            "| ≥ 10× Kea-MT on the project's generator | {} | {} |",
+            text.join("; "),
+            verdict(pairs.iter().all(|(_, r)| *r >= 10.0))
+        )
+    };
+    writeln!(md, "{row}")?;
+    let rss = |n: usize| {
+        results
+            .iter()
+            .find(|o| o.server == "xdhcp" && o.ports == n)
+            .map(|o| (o.rss_kib as f64 / 1024.0, o.map_bytes))
+    };
+    for (n, limit) in [(100_000, 50.0), (1_000_000, 300.0)] {
+        let row = match rss(n) {
+            Some((mib, maps)) => format!(
+                "| daemon RSS under {limit:.0} MiB at {} ports | {mib:.1} MiB, BPF maps beside it {} | {} |",
+                thousands(n as f64),
+                maps.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                    .unwrap_or_else(|| "?".into()),
+                verdict(mib < limit)
+            ),
+            None => format!(
+                "| daemon RSS under {limit:.0} MiB at {} ports | {na} | |",
+                thousands(n as f64)
+            ),
+        };
+        writeln!(md, "{row}")?;
+    }
     if let Some(best) = results
         .iter()
+        .filter(|o| o.server == "xdhcp")
         .filter_map(|o| o.ceiling.as_ref().map(|c| (o.ports, c)))
         .max_by(|a, b| {
             a.1.load
@@ -572,7 +685,7 @@ fn ceiling_section(md: &mut String, results: &[Outcome]) -> Result<()> {
     }
     writeln!(
         md,
-        "\n## Ceiling: the project's load generator against xdhcp\n"
+        "\n## Ceiling: the project's load generator against xdhcp and Kea\n"
     )?;
     writeln!(
         md,
@@ -587,25 +700,29 @@ fn ceiling_section(md: &mut String, results: &[Outcome]) -> Result<()> {
          entry program's run time per request from the kernel's BPF statistics \
          (BPF_ENABLE_STATS; it includes the tail-called fast path). *responder core*: that \
          core's busy time per OFFER — XDP, the reply's veth transmit and its delivery to the \
-         generator's socket. *machine*: all cores' busy time per OFFER, generator included.\n",
+         generator's socket. *machine*: all cores' busy time per OFFER, generator included. \
+         Kea gets the same arrangement (GRO turned on on its tap, which gives a veth its NAPI \
+         without XDP and merges no plain UDP datagram), but its threads run on both cores, the \
+         generator's too: for Kea *machine* is the figure to read.\n",
         CEILING_PERIOD.as_secs()
     )?;
     writeln!(
         md,
-        "| ports | DISCOVER/s sent | OFFER/s back | answered | XDP program ns | responder core ns / OFFER | machine ns / OFFER | cores busy (generator, responder) |"
+        "| server | ports | DISCOVER/s sent | OFFER/s back | answered | XDP program ns | responder core ns / OFFER | machine ns / OFFER | cores busy (generator, responder) |"
     )?;
-    writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for (o, c) in &rows {
         writeln!(
             md,
-            "| {} | {} | {} | {:.2}% | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {:.2}% | {} | {:.0} | {:.0} | {} |",
+            o.server,
             o.ports,
             thousands(c.load.sent_per_s()),
             thousands(c.load.replies_per_s()),
             100.0 * c.load.replies as f64 / c.load.sent.max(1) as f64,
             c.xdp_ns
                 .map(|v| format!("{v:.0}"))
-                .unwrap_or_else(|| "?".into()),
+                .unwrap_or_else(|| "–".into()),
             c.cpu.ns_per(c.load.replies, Some(c.responder_core)),
             c.cpu.ns_per(c.load.replies, None),
             c.cpu
@@ -647,7 +764,7 @@ fn ceiling_section(md: &mut String, results: &[Outcome]) -> Result<()> {
                  the limit is elsewhere (veth queues, scheduling)"
             )
         };
-        writeln!(md, "- {} ports: {bound}.", o.ports)?;
+        writeln!(md, "- {}, {} ports: {bound}.", o.server, o.ports)?;
     }
     Ok(())
 }
@@ -701,6 +818,7 @@ fn plot(results: &[Outcome], png: &Path) -> Result<()> {
         (
             results
                 .iter()
+                .filter(|o| o.server == "xdhcp")
                 .filter_map(|o| {
                     o.ceiling
                         .as_ref()
@@ -709,6 +827,20 @@ fn plot(results: &[Outcome], png: &Path) -> Result<()> {
                 .collect(),
             "pt 9 dt 2",
             "xdhcp, OFFER/s (own generator)",
+        ),
+        (rate_of("kea"), "pt 13", "Kea-MT, DORA/s"),
+        (
+            results
+                .iter()
+                .filter(|o| o.server == "kea")
+                .filter_map(|o| {
+                    o.ceiling
+                        .as_ref()
+                        .map(|c| (o.ports, c.load.replies_per_s()))
+                })
+                .collect(),
+            "pt 11 dt 2",
+            "Kea-MT, OFFER/s (own generator)",
         ),
     ];
     // gnuplot refuses an empty data block: only series with points.
@@ -783,6 +915,7 @@ mod tests {
             kernel: "6.18".into(),
             perf_version: "PERF VERSION".into(),
             dnsmasq_version: "DNSMASQ VERSION".into(),
+            kea_version: "KEA VERSION".into(),
             baseline: 12.0,
             daemon_out: DAEMON_OUT.into(),
             fastpath_out: FASTPATH_OUT.into(),
@@ -810,9 +943,22 @@ mod tests {
             xdp_ns: Some(180.4),
             responder_core: 1,
         };
+        let kea_ceiling = Ceiling {
+            load: Load {
+                sent: 2_100_000,
+                replies: 190_000,
+                secs: 3.0,
+                refused: 0,
+            },
+            xdp_ns: None,
+            ..ceiling.clone()
+        };
+        let mut kea = outcome("kea", trial(1600, 1575.25, 0.0), Some(kea_ceiling));
+        kea.map_bytes = None;
         let results = [
             outcome("xdhcp", trial(3200, 3150.5, 0.01), Some(ceiling)),
             outcome("dnsmasq", trial(400, 390.2, 0.02), None),
+            kea,
         ];
         let md = render(&results, &inputs()).unwrap();
 
@@ -826,9 +972,9 @@ mod tests {
                 "# Benchmarks",
                 "## Machine",
                 "## Summary against the targets",
-                "## DHCP load: perfdhcp, xdhcp against dnsmasq",
+                "## DHCP load: perfdhcp, xdhcp against dnsmasq and Kea",
                 "### Every perfdhcp run",
-                "## Ceiling: the project's load generator against xdhcp",
+                "## Ceiling: the project's load generator against xdhcp and Kea",
                 "## Memory",
                 "## Start-up",
                 "## xdhcp daemon: start-up and change-to-answer (`bench_daemon`)",
@@ -841,7 +987,7 @@ mod tests {
             // (description, text the document holds)
             (
                 "the machine",
-                "- perfdhcp: PERF VERSION; dnsmasq: DNSMASQ VERSION",
+                "- perfdhcp: PERF VERSION; dnsmasq: DNSMASQ VERSION; kea-dhcp4: KEA VERSION",
             ),
             ("the load before the runs", "12% of all cores busy over 2 s"),
             (
@@ -862,9 +1008,24 @@ mod tests {
             ),
             (
                 "the ceiling row",
-                "| 1000 | 700,000 | 666,667 | 95.24% | 180 | 780 | 2250 | 99%, 52% |",
+                "| xdhcp | 1000 | 700,000 | 666,667 | 95.24% | 180 | 780 | 2250 | 99%, 52% |",
             ),
-            ("memory in MiB", "| xdhcp | 1000 | 30.0 | 50.0 |"),
+            (
+                "memory in MiB and per port",
+                "| xdhcp | 1000 | 30.0 | 50.0 | 31457 | 52429 |",
+            ),
+            (
+                "Kea against xdhcp, the generator and perfdhcp",
+                "| ≥ 10× Kea-MT on the project's generator | 1,000 ports: 10.5×, perfdhcp 2.0× | met |",
+            ),
+            (
+                "Kea's ceiling row, no XDP",
+                "| kea | 1000 | 700,000 | 63,333 | 9.05% | – |",
+            ),
+            (
+                "the ratio to Kea's rate",
+                "- 1000 ports: xdhcp sustained 2.0× Kea's rate (perfdhcp).",
+            ),
             (
                 "memory per network",
                 "serves 1000 networks with 42 MiB of RSS in all, 0.04 MiB a network",
