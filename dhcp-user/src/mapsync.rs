@@ -15,14 +15,15 @@ use dhcp_ebpf::{
 use crate::{
     config::AgentConfig,
     loader::Maps,
-    plan::{PlannedLease, PlannedNet},
+    plan::{Blob, PlannedLease, PlannedNet},
 };
 
 /// Option blobs shared by every lease with the same content.
 #[derive(Debug, Default)]
 struct Blobs {
-    /// content → (OPTS id, leases using it).
-    by_content: HashMap<Vec<u8>, (u32, usize)>,
+    /// content → (OPTS id, leases using it). The key is the one copy of
+    /// the content every lease using it shares.
+    by_content: HashMap<Blob, (u32, usize)>,
     next_id: u32,
 }
 
@@ -64,9 +65,9 @@ impl Written {
     }
 }
 
-/// One client as the maps hold it: its lease, its blob's content, and its
-/// NAMES entry if the lease has one.
-type Written1 = (Lease, Vec<u8>, Option<Box<[u8]>>);
+/// One client as the maps hold it: its lease, its blob's content (shared
+/// with [`Blobs`]), and its NAMES entry if the lease has one.
+type Written1 = (Lease, Blob, Option<Box<[u8]>>);
 
 /// Writes plans into the maps, touching only what differs.
 pub struct Sync {
@@ -120,7 +121,7 @@ impl Sync {
             ..Default::default()
         };
         // id → content of every stored blob, duplicates included.
-        let mut by_id: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut by_id: HashMap<u32, Blob> = HashMap::new();
         let mut stored: Vec<(u32, Vec<u8>)> = Vec::new();
         for entry in maps.opts.iter() {
             let (id, blob) = entry.context("reading OPTS")?;
@@ -130,8 +131,15 @@ impl Sync {
         stored.sort();
         for (id, content) in stored {
             blobs.next_id = blobs.next_id.max(id + 1);
-            blobs.by_content.entry(content.clone()).or_insert((id, 0));
-            by_id.insert(id, content);
+            let shared = match blobs.by_content.get_key_value(&content[..]) {
+                Some((kept, _)) => kept.clone(),
+                None => {
+                    let b: Blob = content.into();
+                    blobs.by_content.insert(b.clone(), (id, 0));
+                    b
+                }
+            };
+            by_id.insert(id, shared);
         }
         let mut adopted = Vec::new();
         for entry in maps.leases.iter() {
@@ -141,7 +149,7 @@ impl Sync {
         let mut by_net: HashMap<u32, HashSet<ClientKey>> = HashMap::new();
         for (key, mut lease) in adopted {
             let content = by_id.get(&lease.opts_id).cloned().unwrap_or_default();
-            if let Some((id, refs)) = blobs.by_content.get_mut(&content) {
+            if let Some((id, refs)) = blobs.by_content.get_mut(&content[..]) {
                 *refs += 1;
                 if lease.opts_id != *id {
                     // Points at a duplicate about to go: point it at the kept one.
@@ -327,9 +335,9 @@ impl Sync {
         let lease_now = l.map_value(0);
         let name = (lease_now.name == NAME_STORED).then(|| Box::<[u8]>::from(&l.hostname[..]));
         if let Some((lease, content, stored)) = self.leases.get(&key) {
-            let blob_id = self.blobs.by_content.get(content).map(|(id, _)| *id);
+            let blob_id = self.blobs.by_content.get(&content[..]).map(|(id, _)| *id);
             // Unchanged when the map would get the same bytes again.
-            if *content == l.blob
+            if content[..] == l.blob[..]
                 && blob_id == Some(lease.opts_id)
                 && bytemuck::bytes_of(lease) == bytemuck::bytes_of(&l.map_value(lease.opts_id))
                 && *stored == name
@@ -346,7 +354,7 @@ impl Sync {
                 .map_err(|e| map_error("NAMES", LEASES_MAX, e))?;
             self.updates += 1;
         }
-        let opts_id = self.acquire_blob(&l.blob)?;
+        let (opts_id, shared) = self.acquire_blob(&l.blob)?;
         let lease = l.map_value(opts_id);
         if let Err(e) = self.maps.leases.insert(key, lease, 0) {
             self.release_blob(&l.blob);
@@ -355,9 +363,7 @@ impl Sync {
         self.updates += 1;
         self.by_net.entry(key.net).or_default().insert(key);
         let had_name = name.is_some();
-        if let Some((_, old_content, old_name)) =
-            self.leases.insert(key, (lease, l.blob.clone(), name))
-        {
+        if let Some((_, old_content, old_name)) = self.leases.insert(key, (lease, shared, name)) {
             self.release_blob(&old_content);
             if old_name.is_some() && !had_name {
                 self.maps.names.remove(&key).ok();
@@ -383,10 +389,19 @@ impl Sync {
         }
     }
 
-    fn acquire_blob(&mut self, content: &[u8]) -> Result<u32> {
-        if let Some((id, refs)) = self.blobs.by_content.get_mut(content) {
-            *refs += 1;
-            return Ok(*id);
+    /// The blob id of `content` (stored in OPTS if new) and the copy of it
+    /// the leases share.
+    fn acquire_blob(&mut self, content: &Blob) -> Result<(u32, Blob)> {
+        let kept = self
+            .blobs
+            .by_content
+            .get_key_value(&content[..])
+            .map(|(k, _)| k.clone());
+        if let Some(kept) = kept {
+            if let Some((id, refs)) = self.blobs.by_content.get_mut(&kept[..]) {
+                *refs += 1;
+                return Ok((*id, kept));
+            }
         }
         let id = self.blobs.next_id;
         let blob = OptsBlob::new(content);
@@ -396,8 +411,8 @@ impl Sync {
             .map_err(|e| map_error("OPTS", OPTS_MAX_ENTRIES, e))?;
         self.blobs.next_id += 1;
         self.updates += 1;
-        self.blobs.by_content.insert(content.to_vec(), (id, 1));
-        Ok(id)
+        self.blobs.by_content.insert(content.clone(), (id, 1));
+        Ok((id, content.clone()))
     }
 
     fn release_blob(&mut self, content: &[u8]) {
@@ -456,7 +471,7 @@ mod tests {
                     siaddr: [10, 0, 0, 1].into(),
                     lease_secs: 86400,
                     hostname: Vec::new(),
-                    blob: Vec::new(),
+                    blob: Blob::default(),
                 })
                 .collect(),
         }

@@ -89,7 +89,7 @@ impl Client {
                 siaddr: Ipv4Addr::UNSPECIFIED,
                 lease_secs: options.lease_secs,
                 hostname: hostname.into_bytes(),
-                blob: options.encode().expect("encoding test options"),
+                blob: options.encode().expect("encoding test options").into(),
             },
             options,
         }

@@ -59,10 +59,15 @@ fn not_served_is_news(port_id: &str, why: Option<&str>) -> bool {
 pub struct Model {
     pub networks: HashMap<String, Network>,
     pub subnets: HashMap<String, Subnet>,
-    pub ports: HashMap<String, Port>,
-    /// network id → ids of its ports.
-    pub ports_by_net: HashMap<String, HashSet<String>>,
+    /// port id → port; the key is shared with `ports_by_net`.
+    pub ports: HashMap<std::sync::Arc<str>, Port>,
+    /// network id → ids of its ports, in id order.
+    pub ports_by_net: HashMap<String, std::collections::BTreeSet<std::sync::Arc<str>>>,
 }
+
+/// An option blob's content, shared by the leases (and the maps' writer)
+/// that use it: most ports of a network have the same options.
+pub type Blob = std::sync::Arc<[u8]>;
 
 /// One client's entry, before it gets an option-blob id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +79,7 @@ pub struct PlannedLease {
     pub siaddr: Ipv4Addr,
     pub lease_secs: u32,
     pub hostname: Vec<u8>,
-    pub blob: Vec<u8>,
+    pub blob: Blob,
 }
 
 impl PlannedLease {
@@ -127,11 +132,12 @@ impl Model {
     /// Inserts or replaces a port.
     pub fn put_port(&mut self, p: Port) {
         self.remove_port(&p.id);
+        let id: std::sync::Arc<str> = p.id.as_str().into();
         self.ports_by_net
             .entry(p.network_id.clone())
             .or_default()
-            .insert(p.id.clone());
-        self.ports.insert(p.id.clone(), p);
+            .insert(id.clone());
+        self.ports.insert(id, p);
     }
 
     /// Removes a port; returns it.
@@ -139,19 +145,19 @@ impl Model {
         let old = self.ports.remove(id)?;
         if let Some(set) = self.ports_by_net.get_mut(&old.network_id) {
             set.remove(id);
+            if set.is_empty() {
+                self.ports_by_net.remove(&old.network_id);
+            }
         }
         Some(old)
     }
 
     /// The ports of a network, in id order (deterministic plans).
     pub fn ports_of(&self, network_id: &str) -> Vec<&Port> {
-        let mut v: Vec<&Port> = self
-            .ports_by_net
+        self.ports_by_net
             .get(network_id)
             .map(|ids| ids.iter().filter_map(|id| self.ports.get(id)).collect())
-            .unwrap_or_default();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+            .unwrap_or_default()
     }
 
     /// The network's IPv4 subnets with DHCP enabled, with their CIDRs.
@@ -205,7 +211,9 @@ impl Model {
             .filter(|p| p.is_router())
             .flat_map(|p| p.fixed_ips.iter().map(|f| f.subnet_id.as_str()))
             .collect();
-        let mut leases = Vec::new();
+        let mut leases: Vec<PlannedLease> = Vec::new();
+        // One copy of each distinct blob for the whole network.
+        let mut blobs: HashSet<Blob> = HashSet::new();
         for port in self.ports_of(network_id) {
             if port.is_dhcp() || !port.admin_state_up {
                 continue;
@@ -213,7 +221,15 @@ impl Model {
             match self.plan_port(port, network, &subnets, &server_ip_on, &routed, cfg) {
                 Ok(planned) => {
                     not_served_is_news(&port.id, None);
-                    leases.extend(planned);
+                    leases.extend(planned.map(|mut l| {
+                        match blobs.get(&l.blob[..]) {
+                            Some(shared) => l.blob = shared.clone(),
+                            None => {
+                                blobs.insert(l.blob.clone());
+                            }
+                        }
+                        l
+                    }));
                 }
                 Err(e) => {
                     let why = format!("{e:#}");
@@ -269,7 +285,7 @@ impl Model {
             siaddr,
             lease_secs,
             hostname: hostname(port, ip),
-            blob,
+            blob: blob.into(),
         }))
     }
 }
