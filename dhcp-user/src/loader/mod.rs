@@ -184,6 +184,21 @@ pub fn check_pinned_layouts(pin_dir: &Path) -> Result<()> {
              daemon and run `xdhcp down` (which removes the pins), then start this one",
             path.display()
         );
+        // Same layout, another capacity (pinned by a build before LEASES
+        // held 1,048,576 clients): served as pinned, with its capacity.
+        if (name == map_name::LEASES || name == map_name::NAMES)
+            && info.max_entries() != dhcp_ebpf::LEASES_MAX
+        {
+            tracing::warn!(
+                map = name,
+                pinned = info.max_entries(),
+                this_build = dhcp_ebpf::LEASES_MAX,
+                "{} was pinned by an earlier build and holds at most {} clients; `xdhcp down` \
+                 and a start give it this build's capacity",
+                path.display(),
+                info.max_entries()
+            );
+        }
     }
     Ok(())
 }
