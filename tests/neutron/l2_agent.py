@@ -49,11 +49,15 @@ from neutron_lib import rpc as n_rpc
 CYCLE = 0.3
 # neutron_lib.constants.DEAD_VLAN_TAG: where new ports wait to be wired.
 DEAD_VLAN = 4095
-RPC_TIMEOUT = 10
+# The real agent's rpc_response_timeout: a busy neutron-server answers a
+# batch of device updates in tens of seconds, and a call that times out is
+# retried whole (with 10 s and batches of 200, 300 ports of a burst never
+# got past the retries).
+RPC_TIMEOUT = 60
 # Devices handled per cycle: one get_devices_details_list call for thousands
 # of new devices outlasts RPC_TIMEOUT and would be retried for ever (the real
 # agent also works through them in rounds).
-BATCH = 200
+BATCH = 50
 
 
 class Rpc:

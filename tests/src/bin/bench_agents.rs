@@ -6,7 +6,7 @@
 //!   rate (one POST each, the VM's NIC plugged as Nova plugs it) → ACTIVE,
 //!   p50 and p99; a burst (bulk POSTs of 50 back to back, the NICs plugged in
 //!   one OVSDB transaction) → all ACTIVE;
-//! - a cold start: BENCH_AGENT_NETWORKS networks (200) made while the agent
+//! - a cold start: BENCH_AGENT_NETWORKS networks (100) made while the agent
 //!   runs (it makes its DHCP port on each); then the node as a reboot
 //!   leaves it (agent stopped, no namespaces, taps, dnsmasq or pinned fast
 //!   path; the agent's state files kept) while BENCH_AGENT_NET_PORTS VM ports
@@ -192,7 +192,7 @@ fn main() {
         ports: env_or("BENCH_AGENT_PORTS", 200),
         burst: env_or("BENCH_AGENT_BURST", 500),
         rate: env_or("BENCH_AGENT_RATE", 2).max(1),
-        networks: env_or("BENCH_AGENT_NETWORKS", 200),
+        networks: env_or("BENCH_AGENT_NETWORKS", 100),
         net_ports: env_or("BENCH_AGENT_NET_PORTS", 5).max(1),
         deadline: Duration::from_secs(env_or("BENCH_AGENT_COLD_DEADLINE", 900) as u64),
     };
