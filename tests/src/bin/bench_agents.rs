@@ -332,7 +332,12 @@ fn side(n: &'static Neutron, node: &mut dyn Node, sizes: &Sizes, index: usize) -
     let _ = writeln!(out, "{}:", node.name());
     let _ = writeln!(
         out,
-        "  first port of a new network → ACTIVE:        {first_ms:.0} ms"
+        "  first port of a new network → ACTIVE:        {}",
+        if first_ms.is_nan() {
+            "not ACTIVE within 120 s".to_string()
+        } else {
+            format!("{first_ms:.0} ms")
+        }
     );
     let _ = writeln!(
         out,
