@@ -129,7 +129,7 @@ impl Devices {
         new_port: Option<&str>,
         same_device: bool,
     ) {
-        if same_device && new_port.is_some() {
+        if same_device {
             self.plumbed.remove(network_id);
             return;
         }

@@ -250,6 +250,17 @@ impl Perf {
         Ok(perf)
     }
 
+    /// [`Perf::search`], or no runs at all with BENCH_NO_PERFDHCP set.
+    fn search_unless_skipped(
+        &self,
+        server_pid: Option<u32>,
+    ) -> Result<(Vec<Trial>, Option<usize>, Option<usize>)> {
+        if std::env::var_os("BENCH_NO_PERFDHCP").is_some() {
+            return Ok((Vec::new(), None, None));
+        }
+        self.search(server_pid)
+    }
+
     /// Runs perfdhcp; returns its stdout, exit code and CPU seconds.
     fn run(&self, rate: u32) -> Result<(String, i32, f64)> {
         let out_path = PathBuf::from(format!("{}.out", self.macs.display()));
@@ -795,13 +806,9 @@ fn bench_xdhcp(ports: usize) -> Result<Outcome> {
     let mut o = outcome(
         "xdhcp",
         ports,
-        if std::env::var_os("BENCH_NO_PERFDHCP").is_some() {
-            (Vec::new(), None, None)
-        } else {
-            // The daemon's own CPU (lease recording, sync): the fast path's
-            // work is in softirq, which no process is charged for.
-            perf.search(c.daemon_pid())?
-        },
+        // The daemon's own CPU (lease recording, sync): the fast path's
+        // work is in softirq, which no process is charged for.
+        perf.search_unless_skipped(c.daemon_pid())?,
     );
     o.startup_s = Some(startup);
     o.ceiling = Some(ceiling(
@@ -911,11 +918,7 @@ fn bench_kea(ports: usize) -> Result<Outcome> {
     let mut o = outcome(
         "kea",
         ports,
-        if std::env::var_os("BENCH_NO_PERFDHCP").is_some() {
-            (Vec::new(), None, None)
-        } else {
-            perf.search(Some(server.pid()))?
-        },
+        perf.search_unless_skipped(Some(server.pid()))?,
     );
     o.startup_s = Some(startup);
     o.ceiling = Some(ceiling(&net, ports, None)?);
