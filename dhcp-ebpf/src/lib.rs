@@ -24,15 +24,14 @@ pub mod verdict {
     pub const TX: u32 = 3;
 }
 
-/// The entry program: loaded per network, attached to its DHCP device.
+/// The entry program: assembled and loaded per network by the daemon
+/// (dhcp-user/src/loader/entry.rs), attached to its DHCP device.
 pub const ENTRY_PROGRAM: &str = "xdhcp";
 /// The fast path: loaded once, entered by tail call from every entry.
 pub const FAST_PROGRAM: &str = "xdhcp_fast";
 /// XDP_PASS for everything: for the veth peer of a fast-path device (veth
 /// delivers XDP_TX frames only to a peer that runs XDP).
 pub const PASS_PROGRAM: &str = "xdhcp_pass";
-/// Name of the load-time global that tells an entry instance its network.
-pub const NET_ID_GLOBAL: &str = "NET_ID";
 
 /// Bytes of XDP metadata in front of the frame carrying the network id
 /// (BPF_PROG_TEST_RUN returns them in front of the output frame).

@@ -5,10 +5,11 @@
 //! of the same device (XDP_TX). Whatever it cannot answer exactly right goes up
 //! the stack (XDP_PASS) to the daemon's slow path, with a counter saying why.
 //!
-//! Two programs: `xdhcp`, a few instructions loaded once per network (its
-//! load-time global `NET_ID` names the network, because the ingress ifindex
-//! repeats across namespaces), which writes the network id into the frame's
-//! XDP metadata and tail-calls `xdhcp_fast`, the fast path, loaded once.
+//! Each network's device runs `xdhcp`, an entry of a few instructions that
+//! the daemon assembles with the network's id in it (the ingress ifindex
+//! repeats across namespaces; dhcp-user/src/loader/entry.rs), which writes the
+//! id into the frame's XDP metadata and tail-calls `xdhcp_fast`, this file's
+//! fast path, loaded once.
 //!
 //! The DHCP numbers, the RFC 2131 rules and the checksum arithmetic come from
 //! the crate's library (`dhcp_ebpf`), which the daemon's reply builder uses
@@ -36,11 +37,10 @@ mod xdp {
         btf_maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
         helpers::generated::{
             bpf_csum_diff, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_xdp_adjust_head,
-            bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+            bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
         },
         macros::{btf_map, xdp},
         programs::XdpContext,
-        Global,
     };
     use dhcp_ebpf::{
         csum,
@@ -56,10 +56,6 @@ mod xdp {
         NAME_FROM_IP, NAME_STORED, NETS_MAX, NET_META_LEN, NET_RELAY_LISTED, NET_RELAY_OK,
         OPTS_MAX, OPTS_MAX_ENTRIES, RELAYS_MAX, SCRATCH_LEN,
     };
-
-    /// The network an `xdhcp` entry instance serves (set by the loader).
-    #[no_mangle]
-    static NET_ID: Global<u32> = Global::new(0);
 
     const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
@@ -87,7 +83,8 @@ mod xdp {
     static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
     #[btf_map]
     static PARSED: PerCpuArray<Options, 1> = PerCpuArray::new();
-    /// Slot 0: `xdhcp_fast`, the target of every entry's tail call.
+    /// Slot 0: `xdhcp_fast`, the target of every entry's tail call (the entry
+    /// programs are assembled by the loader: dhcp-user/src/loader/entry.rs).
     #[btf_map]
     static JUMP: ProgramArray<1> = ProgramArray::new();
 
@@ -106,24 +103,6 @@ mod xdp {
 
     /// Why a frame goes up instead of being answered: a `stat::PASS_*` index.
     type Pass = u32;
-
-    /// Entry point attached to one network's DHCP device.
-    #[xdp]
-    pub fn xdhcp(ctx: XdpContext) -> u32 {
-        let net = NET_ID.load();
-        // SAFETY: the helper checks the headroom itself.
-        if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(NET_META_LEN as i32)) } == 0 {
-            let meta = ctx.metadata();
-            if meta + NET_META_LEN <= ctx.data() {
-                // SAFETY: [meta, meta + 4) was just checked to lie before data.
-                unsafe { (meta as *mut u32).write_unaligned(net) };
-                // SAFETY: on success the tail call does not return.
-                unsafe { JUMP.tail_call(&ctx, 0) };
-            }
-        }
-        // No room for metadata, or the fast path is not loaded: the slow path answers.
-        xdp_action::XDP_PASS
-    }
 
     /// The fast path, entered by tail call with the network id in the metadata.
     #[xdp]

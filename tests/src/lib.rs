@@ -8,11 +8,11 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::{Ebpf, TestRun, TestRunOptions};
-use dhcp_ebpf::{stat, verdict, ClientKey, NetConfig, OptsBlob, ENTRY_PROGRAM, NET_META_LEN};
+use aya::{TestRun, TestRunOptions};
+use dhcp_ebpf::{stat, verdict, ClientKey, NetConfig, OptsBlob, NET_META_LEN};
 use xdhcp::{
     loader::bpffs::TempPinDir,
-    loader::{self, FastPath, Maps},
+    loader::{FastPath, Maps},
     plan::{
         options::{ReplyOptions, Route},
         PlannedLease,
@@ -116,7 +116,7 @@ impl Client {
 pub struct Harness {
     pub fast: FastPath,
     pub maps: Maps,
-    entries: Vec<(u32, Ebpf)>,
+    entries: Vec<(u32, aya::programs::Xdp)>,
     next_opts_id: u32,
     // Dropped last: the pins outlive the programs using them.
     _pins: TempPinDir,
@@ -181,12 +181,12 @@ impl Harness {
 
     /// The entry program of network `net`.
     pub fn entry(&mut self, net: u32) -> Result<&mut aya::programs::Xdp> {
-        let (_, ebpf) = self
+        let (_, prog) = self
             .entries
             .iter_mut()
             .find(|(n, _)| *n == net)
             .with_context(|| format!("network {net} has no entry program"))?;
-        loader::program(ebpf, ENTRY_PROGRAM)
+        Ok(prog)
     }
 
     /// Runs `frame` through network `net`'s entry (and so the fast path).

@@ -1,9 +1,7 @@
 //! Pinned XDP links: what device a pinned link is attached to.
 
 use std::{
-    ffi::CString,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    os::unix::ffi::OsStrExt,
+    os::fd::{AsRawFd, OwnedFd},
     path::Path,
 };
 
@@ -15,7 +13,8 @@ use super::sys;
 /// The ifindex the pinned XDP link at `path` is attached to; 0 when its
 /// device went away (the kernel detaches the link but keeps the object).
 pub fn ifindex(path: &Path) -> Result<u32> {
-    let fd = open_pin(path).with_context(|| format!("opening pinned link {}", path.display()))?;
+    let fd =
+        sys::obj_get(path).with_context(|| format!("opening pinned link {}", path.display()))?;
     let info =
         link_info(&fd).with_context(|| format!("reading link info of {}", path.display()))?;
     if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
@@ -34,25 +33,14 @@ pub fn ifindex(path: &Path) -> Result<u32> {
 /// device now, whoever else still holds the link (a daemon that just exited
 /// releases its descriptors a little later, from a kernel work queue).
 pub fn detach(path: &Path) -> Result<()> {
-    let fd = open_pin(path).with_context(|| format!("opening pinned link {}", path.display()))?;
+    let fd =
+        sys::obj_get(path).with_context(|| format!("opening pinned link {}", path.display()))?;
     let mut attr = sys::zeroed_attr();
     attr.link_detach.link_fd = fd.as_raw_fd() as u32;
     // SAFETY: the kernel reads the descriptor, open until the call returns.
     unsafe { sys::bpf(bpf_cmd::BPF_LINK_DETACH, &mut attr) }
         .with_context(|| format!("detaching the link pinned at {}", path.display()))?;
     Ok(())
-}
-
-/// BPF_OBJ_GET: a descriptor of the object pinned at `path`.
-fn open_pin(path: &Path) -> Result<OwnedFd> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .with_context(|| format!("{} holds a NUL byte", path.display()))?;
-    let mut attr = sys::zeroed_attr();
-    attr.__bindgen_anon_4.pathname = c_path.as_ptr() as u64;
-    // SAFETY: the kernel reads the NUL-terminated path, alive until the call returns.
-    let fd = unsafe { sys::bpf(bpf_cmd::BPF_OBJ_GET, &mut attr) }?;
-    // SAFETY: the kernel just returned this descriptor to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// BPF_OBJ_GET_INFO_BY_FD on a link.

@@ -3,10 +3,15 @@
 
 mod batch;
 pub mod bpffs;
+mod entry;
 pub mod links;
 mod sys;
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -18,7 +23,7 @@ use aya_obj::programs::XdpAttachType;
 use batch::{lookup_all, lookup_each};
 use dhcp_ebpf::{
     map_name, stat, AckRecord, ClientKey, HostName, Lease, NetConfig, NetStats, OptsBlob, Scratch,
-    ENTRY_PROGRAM, FAST_PROGRAM, NAME_STORED, NET_ID_GLOBAL, PASS_PROGRAM,
+    FAST_PROGRAM, NAME_STORED, PASS_PROGRAM,
 };
 
 /// The XDP object built by `cargo xtask build-ebpf` (checked fresh by build.rs).
@@ -31,6 +36,8 @@ pub struct FastPath {
     pub pin_dir: PathBuf,
     fast: Xdp,
     pass: Xdp,
+    /// The pinned JUMP prog array, which every entry program tail-calls through.
+    jump: OwnedFd,
 }
 
 /// A short hash of the embedded object: pinned programs of another build are
@@ -96,10 +103,13 @@ impl FastPath {
             Xdp::from_pin(pin, XdpAttachType::Interface)
                 .with_context(|| format!("opening pinned program {}", pin.display()))
         };
+        let jump_pin = pin_dir.join(map_name::JUMP);
         Ok(Self {
             pin_dir: pin_dir.to_path_buf(),
             fast: open(&fast_pin)?,
             pass: open(&pass_pin)?,
+            jump: sys::obj_get(&jump_pin)
+                .with_context(|| format!("opening {}", jump_pin.display()))?,
         })
     }
 
@@ -125,17 +135,22 @@ impl FastPath {
         Ok(&mut self.fast)
     }
 
-    /// Loads the entry program of network `net` (sharing the pinned maps).
-    pub fn entry(&self, net: u32) -> Result<Ebpf> {
-        let mut ebpf = loader(&self.pin_dir);
-        ebpf.override_global(NET_ID_GLOBAL, &net, true);
-        let mut ebpf = ebpf
-            .load(OBJECT)
-            .with_context(|| format!("loading the XDP object for network {net}"))?;
-        program(&mut ebpf, ENTRY_PROGRAM)?
-            .load()
-            .with_context(|| format!("verifying the entry program for network {net}"))?;
-        Ok(ebpf)
+    /// Loads network `net`'s entry program (`xdhcp`, assembled: see
+    /// `entry.rs`), which tail-calls this fast path.
+    pub fn entry(&self, net: u32) -> Result<Xdp> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let fd = entry::load(net, &self.jump)?;
+        // aya opens a program it did not load only from a pin: a moment's one.
+        let tmp = self.pin_dir.join(format!(
+            "entry-tmp-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        sys::obj_pin(&fd, &tmp)?;
+        let prog = Xdp::from_pin(&tmp, XdpAttachType::Interface);
+        let _ = std::fs::remove_file(&tmp);
+        prog.with_context(|| format!("opening the entry program of network {net}"))
     }
 
     /// Typed handles on the shared maps (opened from their pins).
