@@ -3,9 +3,9 @@
 //! fast path, or by the slow path alone when XDP cannot be attached.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
 
@@ -26,6 +26,19 @@ use crate::{
 /// (bpffs refuses names with a dot).
 const PEER_PREFIX: &str = "peer_";
 
+/// Networks plumbed at once in a scan.
+const PLUMB_PARALLEL: usize = 8;
+
+/// What a network needs, found by [`Devices::look`].
+enum Look {
+    /// Served as it should be.
+    Fine,
+    /// To be plumbed (--plumb), then settled; its device as found before.
+    Plumb(Option<(String, u32)>),
+    /// Its device (if any) served, or the network let go.
+    Settle(Option<(String, u32)>),
+}
+
 /// A network's device being served: by the fast path in `mode`, or (`None`,
 /// when attaching failed) by the slow path alone.
 struct Attached {
@@ -40,7 +53,6 @@ struct Attached {
 
 /// The networks' DHCP devices: attached, plumbed, and what to unplumb.
 pub(super) struct Devices {
-    bpffs: PathBuf,
     /// Where the links are pinned (`links_dir(bpffs)`).
     links: PathBuf,
     /// --plumb, and how.
@@ -49,6 +61,8 @@ pub(super) struct Devices {
     bridge: Option<String>,
     ovs: Option<OvsBridge>,
     fast: FastPath,
+    /// The maps, for every slow path.
+    maps: Arc<loader::Maps>,
     /// Where the slow paths send what they saw.
     events: mpsc::Sender<Event>,
     /// What is served, for the agent (None for `xdhcp run`).
@@ -61,6 +75,9 @@ pub(super) struct Devices {
     unplumb_queue: Vec<(String, String, bool)>,
     /// The last attach/plumb error logged per network (logged once per change).
     device_errors: HashMap<String, String>,
+    /// The networks the scan in progress has yet to look at (None: no pass
+    /// in progress).
+    pass: Option<VecDeque<String>>,
 }
 
 impl Devices {
@@ -71,9 +88,9 @@ impl Devices {
         fast: FastPath,
         events: mpsc::Sender<Event>,
         served: Option<Served>,
-    ) -> Self {
-        Devices {
-            bpffs: opts.bpffs.clone(),
+    ) -> Result<Self> {
+        Ok(Devices {
+            maps: Arc::new(fast.maps()?),
             links: links_dir(&opts.bpffs),
             plumb: opts.plumb,
             unplumb: opts.unplumb,
@@ -87,7 +104,8 @@ impl Devices {
             plumbed_ports: HashMap::new(),
             unplumb_queue: Vec::new(),
             device_errors: HashMap::new(),
-        }
+            pass: None,
+        })
     }
 
     /// Devices served (by XDP or by the slow path alone).
@@ -156,9 +174,52 @@ impl Devices {
     /// Attaches to networks whose namespace and device appeared; detaches from
     /// those whose namespace or device vanished (and, with --plumb, plumbs
     /// them again). `sync` says which networks are served, with what plan.
-    pub(super) async fn scan(&mut self, sync: &Sync) {
+    ///
+    /// One pass over every network takes as many calls as it needs: each call
+    /// stops once `budget` is spent (after the step it is in: plumbing, which
+    /// runs up to PLUMB_PARALLEL networks at once, may overrun it) and the next
+    /// call goes on where it stopped, so the daemon applies database changes
+    /// between them even while thousands of networks are plumbed at start-up.
+    /// True when the pass is complete.
+    pub(super) async fn scan(&mut self, sync: &Sync, budget: Duration) -> bool {
+        let started = Instant::now();
+        if self.pass.is_none() {
+            self.start_pass(sync).await;
+        }
+        loop {
+            let mut to_plumb = Vec::new();
+            while to_plumb.len() < PLUMB_PARALLEL {
+                if started.elapsed() >= budget && to_plumb.is_empty() {
+                    return false;
+                }
+                let Some(id) = self.pass.as_mut().and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                let Some((net, plan)) = sync.written(&id) else {
+                    continue;
+                };
+                match self.look(&id, plan) {
+                    Look::Fine => {}
+                    Look::Plumb(device) => to_plumb.push((id, device)),
+                    Look::Settle(device) => self.settle(sync, &id, *net, device).await,
+                }
+            }
+            if !to_plumb.is_empty() {
+                self.plumb_all(sync, to_plumb).await;
+            }
+            if self.pass.as_ref().is_none_or(|q| q.is_empty()) {
+                self.pass = None;
+                return true;
+            }
+        }
+    }
+
+    /// The start of a pass: networks no longer served let go (their pinned
+    /// links removed, which detaches them; their slow paths stopped; with
+    /// `unplumb`, what was plumbed for them removed), and every written
+    /// network queued to be looked at.
+    async fn start_pass(&mut self, sync: &Sync) {
         let served = |id: &str| sync.written(id).is_some();
-        // Networks no longer served: pinned links removed (detaches), slow path stopped.
         if let Ok(dir) = std::fs::read_dir(&self.links) {
             for entry in dir.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -190,71 +251,120 @@ impl Devices {
                 Err(e) => self.device_error(&network_id, "unplumbing", &e),
             }
         }
-        for (network_id, (net, plan)) in sync.networks() {
-            let namespace = names::namespace_name(network_id);
-            let ns_exists = Path::new("/run/netns").join(&namespace).exists();
-            // Attached and its link still on the device (deleting the device,
-            // or its namespace, detaches the link): nothing to look at. This
-            // keeps the scan cheap with thousands of networks.
-            if let Some(a) = self.attached.get(network_id) {
-                let pin = self.links.join(network_id);
-                let fine = match a.mode {
-                    Some(_) => links::ifindex(&pin).ok() == Some(a.ifindex),
-                    None => Instant::now() < a.retry_at,
-                };
-                if ns_exists && fine && (!self.plumb || self.plumbed.contains(network_id)) {
-                    continue;
-                }
-            }
-            let mut device = if ns_exists {
-                find_device(&namespace, plan.server_mac)
-            } else {
-                None
+        self.pass = Some(sync.networks().map(|(id, _)| id.clone()).collect());
+    }
+
+    /// What network `network_id` (planned as `plan`) needs.
+    fn look(&mut self, network_id: &str, plan: &PlannedNet) -> Look {
+        let namespace = names::namespace_name(network_id);
+        let ns_exists = Path::new("/run/netns").join(&namespace).exists();
+        // Attached and its link still on the device (deleting the device,
+        // or its namespace, detaches the link): nothing to look at. This
+        // keeps the scan cheap with thousands of networks.
+        if let Some(a) = self.attached.get(network_id) {
+            let pin = self.links.join(network_id);
+            let fine = match a.mode {
+                Some(_) => links::ifindex(&pin).ok() == Some(a.ifindex),
+                None => Instant::now() < a.retry_at,
             };
-            if self.plumb && (device.is_none() || !self.plumbed.contains(network_id)) {
-                // Never plumbed, or its namespace or device was removed under us.
-                self.plumbed.remove(network_id);
-                match self.plumb(plan).await {
-                    Ok(()) => {
-                        self.plumbed.insert(network_id.clone());
-                        device = find_device(&namespace, plan.server_mac);
-                    }
-                    Err(e) => self.device_error(network_id, "plumbing", &e),
-                }
+            if ns_exists && fine && (!self.plumb || self.plumbed.contains(network_id)) {
+                return Look::Fine;
             }
-            // Here an attachment is missing, or its link left the device (the
-            // device or namespace was removed, maybe created anew at the
-            // same ifindex), or a slow-path-only device is due another try.
-            match (device, self.attached.get(network_id)) {
-                (Some((ifname, ifindex)), _) => {
-                    let slow = self.attached.remove(network_id).and_then(|a| {
-                        (a.ifindex == ifindex && a.namespace == namespace).then_some(a.slow)
-                    });
-                    match self
-                        .attach(network_id, *net, &namespace, &ifname, ifindex, slow)
-                        .await
-                    {
-                        Ok(()) => self.publish(sync, network_id),
-                        Err(e) => {
-                            self.device_error(network_id, &format!("serving device {ifname}"), &e)
-                        }
+        }
+        let device = if ns_exists {
+            find_device(&namespace, plan.server_mac)
+        } else {
+            None
+        };
+        if self.plumb && (device.is_none() || !self.plumbed.contains(network_id)) {
+            // Never plumbed, or its namespace or device was removed under us.
+            self.plumbed.remove(network_id);
+            return Look::Plumb(device);
+        }
+        Look::Settle(device)
+    }
+
+    /// Plumbs these networks side by side (each is a few netlink requests
+    /// and, on Open vSwitch, ovs-vsctl runs: mostly waiting), then settles
+    /// each: its device found again and served.
+    async fn plumb_all(&mut self, sync: &Sync, networks: Vec<(String, Option<(String, u32)>)>) {
+        let specs: Vec<Option<plumb::PlumbSpec>> = networks
+            .iter()
+            .map(|(id, _)| sync.written(id).map(|(_, plan)| self.plumb_spec(plan)))
+            .collect();
+        let results = futures::future::join_all(specs.iter().map(|spec| async move {
+            match spec {
+                Some(spec) => Some(plumb::plumb(spec).await),
+                None => None,
+            }
+        }))
+        .await;
+        for ((network_id, mut device), (spec, result)) in
+            networks.into_iter().zip(specs.iter().zip(results))
+        {
+            let (Some(spec), Some(result)) = (spec, result) else {
+                continue;
+            };
+            match result {
+                Ok(done) => {
+                    self.plumbed.insert(network_id.clone());
+                    if self.unplumb {
+                        self.plumbed_ports
+                            .insert(network_id.clone(), spec.port_id.clone());
                     }
+                    tracing::info!(network = %network_id, namespace = %done.namespace, tap = %done.tap, bridge = %done.bridge, "plumbed");
+                    device = find_device(&done.namespace, spec.mac);
                 }
-                (None, Some(_)) => {
-                    self.detach(sync, network_id);
-                    tracing::info!(network = %network_id, "namespace or device gone: detached");
-                }
-                (None, None) => {}
+                Err(e) => self.device_error(&network_id, "plumbing", &e),
+            }
+            if let Some((net, _)) = sync.written(&network_id) {
+                self.settle(sync, &network_id, *net, device).await;
             }
         }
     }
 
-    async fn plumb(&mut self, plan: &PlannedNet) -> Result<()> {
+    /// Here an attachment is missing, or its link left the device (the
+    /// device or namespace was removed, maybe created anew at the same
+    /// ifindex), or a slow-path-only device is due another try: serves
+    /// `device` if there is one, else lets the network go.
+    async fn settle(
+        &mut self,
+        sync: &Sync,
+        network_id: &str,
+        net: u32,
+        device: Option<(String, u32)>,
+    ) {
+        let namespace = names::namespace_name(network_id);
+        match (device, self.attached.get(network_id)) {
+            (Some((ifname, ifindex)), _) => {
+                let slow = self.attached.remove(network_id).and_then(|a| {
+                    (a.ifindex == ifindex && a.namespace == namespace).then_some(a.slow)
+                });
+                match self
+                    .attach(network_id, net, &namespace, &ifname, ifindex, slow)
+                    .await
+                {
+                    Ok(()) => self.publish(sync, network_id),
+                    Err(e) => {
+                        self.device_error(network_id, &format!("serving device {ifname}"), &e)
+                    }
+                }
+            }
+            (None, Some(_)) => {
+                self.detach(sync, network_id);
+                tracing::info!(network = %network_id, "namespace or device gone: detached");
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// How `plan`'s DHCP device is plumbed.
+    fn plumb_spec(&self, plan: &PlannedNet) -> plumb::PlumbSpec {
         let mut addresses = plan.server_addrs.clone();
         if plan.metadata_addr {
             addresses.extend(ipnet::Ipv4Net::new(crate::plan::METADATA_IP, 32));
         }
-        let spec = plumb::PlumbSpec {
+        plumb::PlumbSpec {
             network_id: plan.network_id.clone(),
             port_id: plan.dhcp_port_id.clone(),
             mac: plan.server_mac,
@@ -262,14 +372,7 @@ impl Devices {
             mtu: plan.mtu,
             bridge: self.bridge.clone(),
             ovs: self.ovs.clone(),
-        };
-        let done = plumb::plumb(&spec).await?;
-        if self.unplumb {
-            self.plumbed_ports
-                .insert(plan.network_id.clone(), plan.dhcp_port_id.clone());
         }
-        tracing::info!(network = %plan.network_id, namespace = %done.namespace, tap = %done.tap, bridge = %done.bridge, "plumbed");
-        Ok(())
     }
 
     /// Serves `ifname`: by the fast path, natively when its XDP_TX replies
@@ -345,7 +448,7 @@ impl Devices {
                 namespace,
                 ifname,
                 net,
-                self.bpffs.clone(),
+                self.maps.clone(),
                 self.events.clone(),
             )?,
         };
@@ -414,10 +517,9 @@ impl Devices {
         want: AttachMode,
         pin: &Path,
     ) -> Result<AttachMode> {
-        let mut entry = self.fast.entry(net)?;
-        let prog = loader::program(&mut entry, dhcp_ebpf::ENTRY_PROGRAM)?;
-        let (id, mode) = netns::run_in(namespace, || loader::attach(prog, ifname, want))?;
-        let link = loader::take_link(prog, id)?;
+        let mut prog = self.fast.entry(net)?;
+        let (id, mode) = netns::run_in(namespace, || loader::attach(&mut prog, ifname, want))?;
+        let link = loader::take_link(&mut prog, id)?;
         link.pin(pin)
             .with_context(|| format!("pinning {}", pin.display()))?;
         Ok(mode)

@@ -72,6 +72,10 @@ pub struct RunOptions {
     pub health: Health,
 }
 
+/// How long one step of a namespace scan may take before the loop applies
+/// database changes and slow-path events again (see `Devices::scan`).
+const SCAN_BUDGET: Duration = Duration::from_millis(50);
+
 /// Where the pinned links live.
 pub fn links_dir(bpffs: &Path) -> PathBuf {
     bpffs.join("links")
@@ -122,6 +126,7 @@ pub fn run_with(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -> R
 
 async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -> Result<()> {
     let started = Instant::now();
+    raise_open_files_limit();
     let lock = PidLock::acquire(&opts.bpffs)?;
     let db_existed = opts.db.exists();
     if !db_existed && !opts.allow_empty_db {
@@ -161,7 +166,7 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     let (events_tx, events) = mpsc::channel();
     let mut d = Daemon {
         follow: Follower::new(model, seq, data_version, opts.db.clone(), db_identity),
-        devices: Devices::new(&opts, fast, events_tx, served),
+        devices: Devices::new(&opts, fast, events_tx, served)?,
         opts,
         cfg,
         db,
@@ -195,13 +200,6 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         elapsed_ms = started.elapsed().as_millis() as u64,
         "maps in sync with the database"
     );
-    d.scan_namespaces().await;
-    tracing::info!(
-        attached = d.devices.served_count(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "serving"
-    );
-    crate::daemon::notify::ready(&format!("serving {} device(s)", d.devices.served_count()));
     let mut watchdog = crate::daemon::notify::Watchdog::from_env();
 
     use tokio::signal::unix::{signal, SignalKind};
@@ -211,6 +209,9 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_scan = Instant::now();
+    // A scan pass in progress (the first starts at once); ready once it ends.
+    let mut scanning = true;
+    let mut ready = false;
     let mut last_leases = Instant::now();
     let mut last_status: Option<Instant> = None;
     loop {
@@ -232,11 +233,25 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
         }
         d.apply_dirty();
         d.drain_events();
-        if last_scan.elapsed() >= Duration::from_millis(500) {
-            d.follow.check_db_file();
-            d.scan_namespaces().await;
-            d.publish_health();
-            last_scan = Instant::now();
+        if scanning || last_scan.elapsed() >= Duration::from_millis(500) {
+            if !scanning {
+                d.follow.check_db_file();
+            }
+            scanning = !d.devices.scan(&d.sync, SCAN_BUDGET).await;
+            if !scanning {
+                d.publish_health();
+                last_scan = Instant::now();
+                if !ready {
+                    ready = true;
+                    let attached = d.devices.served_count();
+                    tracing::info!(
+                        attached,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "serving"
+                    );
+                    crate::daemon::notify::ready(&format!("serving {attached} device(s)"));
+                }
+            }
         }
         if last_status.is_none_or(|t| t.elapsed() >= health::STATUS_EVERY) {
             d.publish_health();
@@ -259,6 +274,34 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     Ok(())
 }
 
+/// Every served device holds two sockets (its slow path's packet and UDP
+/// sockets): thousands of networks need more descriptors than the usual soft
+/// limit of 1,024 (or a unit's 65,535). Raises the limit to what the kernel
+/// allows (fs.nr_open) when the daemon may (root), else to its hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let raised = [nr_open.max(hard), hard]
+        .into_iter()
+        .find(|&to| setrlimit(Resource::RLIMIT_NOFILE, to, to.max(hard)).is_ok());
+    match raised {
+        Some(to) if to != soft => tracing::debug!(from = soft, to, "raised the open files limit"),
+        Some(_) => {}
+        None => tracing::warn!(
+            soft,
+            hard,
+            "could not raise the open files limit: at most ~{} devices can be served",
+            soft / 2
+        ),
+    }
+}
+
 /// Refuses to start on a missing or empty database (a typo in --db, a lost
 /// file) while the pinned fast path serves clients: syncing would remove them.
 fn refuse_if_pins_serve(opts: &RunOptions, what: &str) -> Result<()> {
@@ -279,11 +322,6 @@ fn refuse_if_pins_serve(opts: &RunOptions, what: &str) -> Result<()> {
 }
 
 impl Daemon {
-    /// Attaches, detaches and plumbs the written networks' devices.
-    async fn scan_namespaces(&mut self) {
-        self.devices.scan(&self.sync).await;
-    }
-
     /// Puts what is served, and how, into the shared health (metrics, status).
     fn publish_health(&mut self) {
         let networks: BTreeMap<String, NetworkHealth> = self

@@ -12,7 +12,6 @@ use std::{
     io::IoSliceMut,
     net::{Ipv4Addr, UdpSocket},
     os::fd::{AsFd, AsRawFd, OwnedFd},
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc::Sender,
@@ -118,12 +117,14 @@ impl Drop for SlowPath {
     }
 }
 
-/// Starts the slow path for network `net` on device `ifname` in namespace `ns`.
+/// Starts the slow path for network `net` on device `ifname` in namespace
+/// `ns`, reading the fast path's `maps` (one set of descriptors shared by
+/// every slow path: ten thousand networks must not take eight each).
 pub fn spawn(
     ns: &str,
     ifname: &str,
     net: u32,
-    pin_dir: PathBuf,
+    maps: Arc<Maps>,
     events: Sender<Event>,
 ) -> Result<SlowPath> {
     // Sockets belong to the namespace they are created in.
@@ -148,7 +149,6 @@ pub fn spawn(
         };
         Ok((raw, udp))
     })?;
-    let maps = Maps::open(&pin_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let name = format!("slow-{ns}");
@@ -200,7 +200,7 @@ fn packet_socket(ifname: &str) -> Result<OwnedFd> {
 struct Worker {
     raw: OwnedFd,
     udp: Option<UdpSocket>,
-    maps: Maps,
+    maps: Arc<Maps>,
     net: u32,
     events: Sender<Event>,
     /// Per-client lines, per kind and source MAC (a flood must not fill the log).
