@@ -1,7 +1,7 @@
 //! The slow path: what the XDP program passes up in one served namespace.
 //!
-//! One thread per namespace reads DHCP requests from an AF_PACKET socket on the
-//! DHCP device and answers per RFC 2131 from the same maps as the fast path,
+//! One thread for every namespace (an epoll over one AF_PACKET socket a DHCP
+//! device) reads DHCP requests and answers per RFC 2131 from the same maps as the fast path,
 //! with the same reply builder: RELEASE and DECLINE are recorded, INFORM gets
 //! an ACK without lease time, DISCOVER/REQUEST the fast path's reply, unknown
 //! clients nothing (and a rate-limited log line).
@@ -9,15 +9,15 @@
 pub mod reply;
 
 use std::{
+    collections::HashMap,
     io::IoSliceMut,
     net::{Ipv4Addr, UdpSocket},
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::Sender,
-        Arc,
+        Arc, Mutex,
     },
-    thread::JoinHandle,
 };
 
 use anyhow::{Context, Result};
@@ -28,7 +28,7 @@ use dhcp_ebpf::{
 };
 use nix::{
     net::if_::if_nametoindex,
-    poll::{poll, PollFd, PollFlags},
+    sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
     sys::socket::{
         recvmsg, send, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
     },
@@ -95,24 +95,105 @@ pub enum Event {
     },
 }
 
-/// A running slow path; stops when dropped.
+/// A network's slow path, served by the slow-path thread; stops when dropped.
 pub struct SlowPath {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    token: u64,
+    reactor: Arc<Reactor>,
 }
 
 impl SlowPath {
-    /// Whether its thread still runs (it ends only when stopped or on a fatal error).
+    /// Whether it is served: registered with a slow-path thread that runs
+    /// (the thread ends only on a fatal error).
     pub fn alive(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        self.reactor.running.load(Ordering::Relaxed)
+            && self.reactor.workers().contains_key(&self.token)
     }
 }
 
 impl Drop for SlowPath {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(w) = self.reactor.workers().remove(&self.token) {
+            let _ = self.reactor.epoll.delete(&w.raw);
+        }
+    }
+}
+
+/// The one thread that serves every network's slow path: an epoll over the
+/// packet sockets. Thousands of networks cost no thread, wake-up or
+/// descriptor of their own beyond their two sockets.
+struct Reactor {
+    epoll: Epoll,
+    /// Token (the epoll data) → the network's worker.
+    workers: Mutex<HashMap<u64, Worker>>,
+    next_token: AtomicU64,
+    running: AtomicBool,
+}
+
+impl Reactor {
+    /// The process's slow-path thread, started on first use.
+    fn get() -> Result<Arc<Reactor>> {
+        static REACTOR: Mutex<Option<Arc<Reactor>>> = Mutex::new(None);
+        let mut slot = REACTOR.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = slot.as_ref().filter(|r| r.running.load(Ordering::Relaxed)) {
+            return Ok(r.clone());
+        }
+        let reactor = Arc::new(Reactor {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?,
+            workers: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            running: AtomicBool::new(true),
+        });
+        let r = reactor.clone();
+        std::thread::Builder::new()
+            .name("slow-path".into())
+            .spawn(move || r.run())
+            .context("starting the slow-path thread")?;
+        *slot = Some(reactor.clone());
+        Ok(reactor)
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Worker>> {
+        // A worker that panicked was dropped (see `run`): the map is whole.
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self) {
+        struct Ended<'a>(&'a AtomicBool);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        let _ended = Ended(&self.running);
+        let mut buf = vec![0u8; 9216];
+        let mut drain = [0u8; 1500];
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("slow path: epoll_wait: {e}; the slow paths stop");
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                let mut workers = self.workers();
+                let Some(w) = workers.get_mut(&token) else {
+                    continue;
+                };
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    w.on_readable(&mut buf, &mut drain)
+                }));
+                if served.is_err() {
+                    // The panic message went to stderr; this network's slow
+                    // path stops, the others go on.
+                    let w = workers.remove(&token).expect("just found");
+                    let _ = self.epoll.delete(&w.raw);
+                    tracing::error!(net = w.net, "slow path panicked; it stops for this network");
+                }
+            }
         }
     }
 }
@@ -149,35 +230,39 @@ pub fn spawn(
         };
         Ok((raw, udp))
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let name = format!("slow-{ns}");
-    let thread = std::thread::Builder::new()
-        .name(name.chars().take(15).collect())
-        .spawn(move || {
-            let mut worker = Worker {
-                raw,
-                udp,
-                maps,
-                net,
-                events,
-                log_limit: RateLimit::default(),
-            };
-            worker.run(&stop2);
-        })?;
-    Ok(SlowPath {
-        stop,
-        thread: Some(thread),
-    })
+    let reactor = Reactor::get()?;
+    let token = reactor.next_token.fetch_add(1, Ordering::Relaxed);
+    let mut workers = reactor.workers();
+    reactor
+        .epoll
+        .add(&raw, EpollEvent::new(EpollFlags::EPOLLIN, token))
+        .context("adding the packet socket to the slow path's epoll")?;
+    workers.insert(
+        token,
+        Worker {
+            raw,
+            udp,
+            maps,
+            net,
+            events,
+            log_limit: RateLimit::default(),
+        },
+    );
+    drop(workers);
+    Ok(SlowPath { token, reactor })
 }
 
 fn packet_socket(ifname: &str) -> Result<OwnedFd> {
     let ifindex = if_nametoindex(ifname).with_context(|| format!("no device {ifname}"))?;
+    // Protocol 0 first, so the socket sees no frame until bound: created with
+    // ETH_P_ALL it would hook every device at once, and bind() would unhook it
+    // with a wait for an RCU grace period (~15 ms a device, minutes for
+    // thousands of networks).
     let fd = socket(
         AddressFamily::Packet,
         SockType::Raw,
         SockFlag::empty(),
-        SockProtocol::EthAll,
+        None,
     )
     .context("socket")?;
     // libc: nix 0.30 has no way to build the LinkAddr (sockaddr_ll) to bind to.
@@ -215,27 +300,24 @@ enum SlowLine {
 }
 
 impl Worker {
-    fn run(&mut self, stop: &AtomicBool) {
-        let mut buf = vec![0u8; 9216];
-        let mut drain = [0u8; 1500];
-        while !stop.load(Ordering::Relaxed) {
-            let mut pfd = [PollFd::new(self.raw.as_fd(), PollFlags::POLLIN)];
-            if !matches!(poll(&mut pfd, 200u8), Ok(n) if n > 0) {
-                continue;
-            }
-            // What the UDP socket holding port 67 receives is thrown away: every
-            // request is answered from its frame on the packet socket. That
-            // includes datagrams the stack reassembled from fragments, whose
-            // fragments the packet socket saw and `dhcp_payload` refused:
-            // fragmented requests are dropped, by both paths.
-            while self
-                .udp
-                .as_ref()
-                .is_some_and(|u| u.recv_from(&mut drain).is_ok())
-            {}
+    /// Its packet socket is readable: answers what is queued (a bounded
+    /// number of frames, so one busy network cannot starve the others; epoll
+    /// reports the rest again).
+    fn on_readable(&mut self, buf: &mut [u8], drain: &mut [u8]) {
+        // What the UDP socket holding port 67 receives is thrown away: every
+        // request is answered from its frame on the packet socket. That
+        // includes datagrams the stack reassembled from fragments, whose
+        // fragments the packet socket saw and `dhcp_payload` refused:
+        // fragmented requests are dropped, by both paths.
+        while self
+            .udp
+            .as_ref()
+            .is_some_and(|u| u.recv_from(drain).is_ok())
+        {}
+        for _ in 0..64 {
             let received = recvmsg::<LinkAddr>(
                 self.raw.as_raw_fd(),
-                &mut [IoSliceMut::new(&mut buf)],
+                &mut [IoSliceMut::new(buf)],
                 None,
                 MsgFlags::MSG_DONTWAIT,
             )
@@ -247,7 +329,10 @@ impl Worker {
                     }
                     n
                 }
-                _ => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                // Drained (EAGAIN), or an error the read just cleared
+                // (ENETDOWN when the device went down).
+                _ => return,
             };
             if let Err(e) = self.handle(&buf[..n]) {
                 let src: [u8; 6] = buf[..n]
