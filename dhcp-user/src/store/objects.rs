@@ -147,6 +147,44 @@ fn read_snapshot(conn: &Connection) -> Result<Snapshot> {
     })
 }
 
+/// What validating `doc` needs of the store: every network and subnet, and
+/// the ports of the networks `doc` touches (its ports' and its subnets',
+/// before and after). Reading a million ports to check one took seconds; a
+/// document touching many networks reads them all at once.
+fn read_scope(conn: &Connection, doc: &ImportDoc) -> Result<Snapshot> {
+    let networks = read(conn, &NETWORKS, "", None, network_of)?;
+    let subnets = read(conn, &SUBNETS, "", None, subnet_of)?;
+    let mut touched: HashSet<&str> = doc.ports.iter().map(|p| p.network_id.as_str()).collect();
+    let doc_subnets: HashSet<&str> = doc.subnets.iter().map(|s| s.id.as_str()).collect();
+    touched.extend(doc.subnets.iter().map(|s| s.network_id.as_str()));
+    let stored_nets: Vec<String> = subnets
+        .iter()
+        .filter(|s| doc_subnets.contains(s.id.as_str()))
+        .map(|s| s.network_id.clone())
+        .collect();
+    touched.extend(stored_nets.iter().map(String::as_str));
+    let ports = if touched.len() > 64 {
+        read(conn, &PORTS, "", None, port_of)?
+    } else {
+        let mut ports = Vec::new();
+        for net in touched {
+            ports.extend(read(
+                conn,
+                &PORTS,
+                "WHERE network_id = ?1",
+                Some(net),
+                port_of,
+            )?);
+        }
+        ports
+    };
+    Ok(Snapshot {
+        networks,
+        subnets,
+        ports,
+    })
+}
+
 /// Writes the row `id` of `t`: `row` is its id and then `t`'s columns, in order.
 fn upsert(conn: &Connection, t: &Table, id: &str, row: &[&dyn ToSql]) -> Result<()> {
     conn.prepare_cached(&upsert_sql(t))?
@@ -198,7 +236,7 @@ fn write_port(conn: &Connection, p: &Port) -> Result<()> {
 
 /// Checks `doc` against what `conn` sees (plus `doc` itself), then writes it.
 fn validate_and_write(conn: &Connection, doc: &ImportDoc) -> Result<()> {
-    let existing = read_snapshot(conn)?;
+    let existing = read_scope(conn, doc)?;
     import::validate(doc, &existing)?;
     doc.networks
         .iter()
@@ -393,7 +431,7 @@ impl Db {
             for n in &doc.networks {
                 prune_network(tx, &n.id, doc)?;
             }
-            let existing = read_snapshot(tx)?;
+            let existing = read_scope(tx, doc)?;
             let (kept, left_out) = sift(doc, &existing);
             if !left_out.is_empty() {
                 // A stored version of what was left out is stale: not kept either.
