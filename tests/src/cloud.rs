@@ -45,6 +45,8 @@ pub fn xdhcp_bin() -> PathBuf {
 /// A network of the test cloud.
 #[derive(Debug, Clone)]
 pub struct Net {
+    /// Its place among the cloud's networks (what its MACs and ids are made of).
+    pub index: usize,
     pub id: String,
     pub subnet_id: String,
     pub dhcp_port_id: String,
@@ -122,6 +124,7 @@ impl Cloud {
     pub fn net_at(&mut self, b: u8, c: u8) -> Net {
         let i = self.nets.len() as u32;
         let net = Net {
+            index: i as usize,
             id: hex_id(&self.tag, 1, i),
             subnet_id: hex_id(&self.tag, 2, i),
             dhcp_port_id: hex_id(&self.tag, 3, i),
@@ -139,17 +142,17 @@ impl Cloud {
     pub fn vm_port(&self, net: &Net, host: u8) -> VmPort {
         let octets = net.server_ip.octets();
         VmPort {
-            id: hex_id(
-                &self.tag,
-                4,
-                (self.nets.iter().position(|n| n.id == net.id).unwrap() as u32) << 8 | host as u32,
-            ),
+            id: hex_id(&self.tag, 4, (net.index as u32) << 8 | host as u32),
             network_id: net.id.clone(),
             subnet_id: net.subnet_id.clone(),
-            mac: {
-                let i = self.nets.iter().position(|n| n.id == net.id).unwrap();
-                [0xfa, 0x16, 0x3e, (i >> 8) as u8, i as u8, host]
-            },
+            mac: [
+                0xfa,
+                0x16,
+                0x3e,
+                (net.index >> 8) as u8,
+                net.index as u8,
+                host,
+            ],
             ip: Ipv4Addr::new(octets[0], octets[1], octets[2], host),
         }
     }

@@ -509,12 +509,18 @@ fn deleting_a_network_too_big_for_the_change_log_detaches_it() {
     );
     wait_until("slow path stopped", Duration::from_secs(3), || !holds_67());
     let tap = names::tap_name(&net.dhcp_port_id);
-    let out = Command::new("ip")
-        .args(["-n", &ns, "-j", "-d", "link", "show", "dev", &tap])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(v[0]["xdp"].is_null(), "no XDP left on {tap}: {v}");
+    let xdp_on_tap = || {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-j", "-d", "link", "show", "dev", &tap])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v[0]["xdp"].clone()
+    };
+    // The kernel detaches a link whose last pin went from a work queue.
+    wait_until("no XDP left on the tap", Duration::from_secs(5), || {
+        xdp_on_tap().is_null()
+    });
     assert_eq!(
         std::fs::read_dir(c.bpffs.join("links")).unwrap().count(),
         0,
