@@ -152,21 +152,48 @@ fn bench() -> Result<()> {
     let out_dir = ws.join("target/bench");
     std::fs::create_dir_all(&out_dir).context("creating target/bench")?;
     let mut outputs = Vec::new();
-    for bin in ["bench", "bench_daemon", "bench_agents"] {
+    // The control plane at scale: 100 ports a network over as many networks
+    // (up to 10,000) as the open-files limit lets the daemon serve (two
+    // sockets a device), every one of them attached.
+    let scale_networks = (open_files_hard_limit().saturating_sub(100) / 2 / 100 * 100).min(10_000);
+    let scale = [
+        ("BENCH_NETWORKS", scale_networks.to_string()),
+        ("BENCH_ATTACH_ALL", "1".to_string()),
+    ];
+    for (bin, name, env) in [
+        ("bench", "bench", &[][..]),
+        ("bench_daemon", "bench_daemon", &[][..]),
+        ("bench_daemon", "bench_daemon_scale", &scale[..]),
+        ("bench_agents", "bench_agents", &[][..]),
+    ] {
         let text = run_echoed(
             Command::new(ws.join("target/release").join(bin))
                 .env("BENCH_AGENTS_PLOT", ws.join("docs/benchmarks-agents.png"))
-                .env("BENCH_AGENTS_LOGS", &out_dir),
+                .env("BENCH_AGENTS_LOGS", &out_dir)
+                .envs(env.iter().map(|(k, v)| (k, v))),
         )?;
-        let file = out_dir.join(format!("{bin}.txt"));
+        let file = out_dir.join(format!("{name}.txt"));
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         outputs.push(file);
     }
     run(Command::new(ws.join("target/release/bench_perf"))
         .env("BENCH_FASTPATH_OUT", &outputs[0])
         .env("BENCH_DAEMON_OUT", &outputs[1])
-        .env("BENCH_AGENTS_OUT", &outputs[2])
+        .env("BENCH_DAEMON_SCALE_OUT", &outputs[2])
+        .env("BENCH_AGENTS_OUT", &outputs[3])
         .env("BENCH_DOCS", ws.join("docs")))
+}
+
+/// This process's hard limit on open files (what a daemon it starts can
+/// raise its soft limit to without CAP_SYS_RESOURCE).
+fn open_files_hard_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(4)?.parse().ok()
+        })
+        .unwrap_or(1024)
 }
 
 /// Runs `cmd`, echoing its stdout, and returns that output.

@@ -215,7 +215,10 @@ async fn run_async(opts: RunOptions, cfg: AgentConfig, served: Option<Served>) -
     let mut last_leases = Instant::now();
     let mut last_status: Option<Instant> = None;
     loop {
-        watchdog.tick();
+        // systemd arms the watchdog at READY=1: pings start then.
+        if ready {
+            watchdog.tick();
+        }
         tokio::select! {
             _ = tick.tick() => {}
             _ = term.recv() => break,
