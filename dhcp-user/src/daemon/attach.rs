@@ -29,14 +29,17 @@ const PEER_PREFIX: &str = "peer_";
 /// Networks plumbed at once in a scan.
 const PLUMB_PARALLEL: usize = 8;
 
+/// A device found in a namespace: (name, ifindex).
+type Device = (String, u32);
+
 /// What a network needs, found by [`Devices::look`].
 enum Look {
     /// Served as it should be.
     Fine,
     /// To be plumbed (--plumb), then settled; its device as found before.
-    Plumb(Option<(String, u32)>),
+    Plumb(Option<Device>),
     /// Its device (if any) served, or the network let go.
-    Settle(Option<(String, u32)>),
+    Settle(Option<Device>),
 }
 
 /// A network's device being served: by the fast path in `mode`, or (`None`,
@@ -200,7 +203,10 @@ impl Devices {
                 };
                 match self.look(&id, plan) {
                     Look::Fine => {}
-                    Look::Plumb(device) => to_plumb.push((id, device)),
+                    Look::Plumb(device) => {
+                        let spec = self.plumb_spec(plan);
+                        to_plumb.push((id, *net, spec, device));
+                    }
                     Look::Settle(device) => self.settle(sync, &id, *net, device).await,
                 }
             }
@@ -284,27 +290,19 @@ impl Devices {
         Look::Settle(device)
     }
 
-    /// Plumbs these networks side by side (each is a few netlink requests
-    /// and, on Open vSwitch, ovs-vsctl runs: mostly waiting), then settles
-    /// each: its device found again and served.
-    async fn plumb_all(&mut self, sync: &Sync, networks: Vec<(String, Option<(String, u32)>)>) {
-        let specs: Vec<Option<plumb::PlumbSpec>> = networks
-            .iter()
-            .map(|(id, _)| sync.written(id).map(|(_, plan)| self.plumb_spec(plan)))
-            .collect();
-        let results = futures::future::join_all(specs.iter().map(|spec| async move {
-            match spec {
-                Some(spec) => Some(plumb::plumb(spec).await),
-                None => None,
-            }
-        }))
-        .await;
-        for ((network_id, mut device), (spec, result)) in
-            networks.into_iter().zip(specs.iter().zip(results))
-        {
-            let (Some(spec), Some(result)) = (spec, result) else {
-                continue;
-            };
+    /// Plumbs these networks (id, net id, how, its device as found before)
+    /// side by side (each is a few netlink requests and, on Open vSwitch,
+    /// ovs-vsctl runs: mostly waiting), then settles each: its device found
+    /// again and served.
+    async fn plumb_all(
+        &mut self,
+        sync: &Sync,
+        networks: Vec<(String, u32, plumb::PlumbSpec, Option<Device>)>,
+    ) {
+        let results =
+            futures::future::join_all(networks.iter().map(|(_, _, spec, _)| plumb::plumb(spec)))
+                .await;
+        for ((network_id, net, spec, mut device), result) in networks.into_iter().zip(results) {
             match result {
                 Ok(done) => {
                     self.plumbed.insert(network_id.clone());
@@ -317,9 +315,7 @@ impl Devices {
                 }
                 Err(e) => self.device_error(&network_id, "plumbing", &e),
             }
-            if let Some((net, _)) = sync.written(&network_id) {
-                self.settle(sync, &network_id, *net, device).await;
-            }
+            self.settle(sync, &network_id, net, device).await;
         }
     }
 
