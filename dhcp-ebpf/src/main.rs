@@ -508,7 +508,7 @@ mod xdp {
         // SAFETY: per-CPU slot used by this run only. Volatile accesses keep LLVM
         // from carrying the fields in registers across iterations (see `Options`).
         unsafe {
-            core::ptr::write_volatile(o, core::mem::zeroed());
+            zero_words(o.cast(), core::mem::size_of::<Options>() / 4);
             let mut off = start;
             for _ in 0..MAX_OPTIONS {
                 // Widen `off` to the same range every iteration (opaque to LLVM,
@@ -666,10 +666,11 @@ mod xdp {
             put(buf, bootp::SIADDR, &f.siaddr);
             put(buf, bootp::GIADDR, &req.giaddr);
             put(buf, bootp::CHADDR, &req.chaddr);
-            let words = buf.add(bootp::SNAME) as *mut u64;
-            for i in 0..(bootp::COOKIE - bootp::SNAME) / 8 {
-                *words.add(i) = 0; // sname and file
-            }
+            // sname and file (SNAME is a multiple of 4).
+            zero_words(
+                buf.add(bootp::SNAME).cast(),
+                (bootp::COOKIE - bootp::SNAME) / 4,
+            );
             put(buf, bootp::COOKIE, &MAGIC_COOKIE);
             put(
                 buf,
@@ -746,17 +747,29 @@ mod xdp {
             pos += 1;
             // PAD up to the BOOTP minimum and to a multiple of 4 (the checksum
             // helper takes 32-bit words): zero a fixed span instead of looping,
-            // which keeps the verifier's path count flat.
-            let words = buf.add(pos) as *mut u64;
-            for i in 0..PAD_SPAN / 8 {
-                words.add(i).write_unaligned(0);
+            // which keeps the verifier's path count flat. The 4 bytes after
+            // END one by one, then whole words from the next word boundary:
+            // together at least PAD_SPAN zeros from pos on.
+            for i in 0..4 {
+                core::ptr::write_volatile(buf.add(pos + i), 0);
             }
+            zero_words(buf.add((pos + 4) & !3).cast(), PAD_SPAN / 4);
             pos = if pos < MIN_BOOTP {
                 MIN_BOOTP
             } else {
                 (pos + 3) & !3
             };
             Ok(pos)
+        }
+    }
+
+    /// Zeros `n` 32-bit words at `p` (4-aligned), one store each: volatile,
+    /// so LLVM does not make a call to the BPF `memset` of the loop, which
+    /// stores a byte at a time (four instructions a byte).
+    #[inline(always)]
+    unsafe fn zero_words(p: *mut u32, n: usize) {
+        for i in 0..n {
+            core::ptr::write_volatile(p.add(i), 0);
         }
     }
 
